@@ -1,0 +1,101 @@
+"""Name pools for synthetic patients, from several cultures, with the awkward cases search must handle:
+apostrophes (O'Brien, D'Angelo), hyphens (Garcia-Lopez), spaces (van der Berg, De la Cruz), accents
+(José, Müller, Søren). All names are common given names and surnames; no real person is described."""
+
+# culture: (race code, hispanic?, female names, male names, surnames)
+CULTURES = {
+    "anglo": ("2106-3", False,
+              ["Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Susan", "Jessica", "Sarah", "Karen", "Emily",
+               "Hannah", "Olivia", "Abigail", "Megan", "Rachel", "Ann-Marie", "Mary-Kate", "Zoe", "Chloe", "Grace"],
+              ["James", "Robert", "John", "Michael", "David", "William", "Richard", "Joseph", "Thomas", "Charles",
+               "Daniel", "Matthew", "Anthony", "Mark", "Andrew", "Joshua", "Ryan", "Jacob", "Nathan", "Ethan"],
+              ["Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Wilson", "Anderson", "Taylor",
+               "Thomas", "Moore", "Martin", "Jackson", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker",
+               "Smith-Jones", "Baker", "Hall", "Young", "Allen", "Wright", "Scott", "Green", "Adams", "Nelson"]),
+    "irish": ("2106-3", False,
+              ["Siobhan", "Aoife", "Niamh", "Saoirse", "Ciara", "Maeve", "Roisin", "Orla", "Sinead", "Brigid"],
+              ["Sean", "Liam", "Padraig", "Cian", "Declan", "Eoin", "Ciaran", "Niall", "Conor", "Ronan"],
+              ["O'Brien", "O'Connor", "O'Neill", "O'Sullivan", "McCarthy", "Murphy", "Kelly", "Byrne", "Ryan",
+               "O'Reilly", "McLaughlin", "Doyle", "Walsh", "Gallagher", "Ó Briain"]),
+    "hispanic": ("2131-1", True,
+                 ["María", "Guadalupe", "Sofía", "Valentina", "Camila", "Lucía", "Ximena", "Isabel", "Ana Lucía",
+                  "Juana", "Rosa", "Carmen", "Dolores", "Paola", "Adriana"],
+                 ["José", "Juan", "Luis", "Carlos", "Jesús", "Miguel", "Alejandro", "Diego", "Santiago", "Mateo",
+                  "Javier", "Andrés", "Raúl", "Héctor", "Juan Pablo"],
+                 ["García", "Rodríguez", "Martínez", "Hernández", "López", "González", "Pérez", "Sánchez", "Ramírez",
+                  "Torres", "Flores", "Rivera", "Gómez", "Díaz", "Cruz", "Garcia-Lopez", "De la Cruz",
+                  "Núñez", "Ortiz", "Castillo"]),
+    "chinese": ("2028-9", False,
+                ["Mei", "Li Na", "Xiu Ying", "Jing", "Fang", "Yan", "Hui", "Ling", "Xin", "Yu"],
+                ["Wei", "Jun", "Hao", "Ming", "Jian", "Lei", "Tao", "Yong", "Qiang", "Zhi"],
+                ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Xu", "Sun", "Ma",
+                 "Lin", "Ho"]),
+    "vietnamese": ("2028-9", False,
+                   ["Linh", "Anh", "Thao", "Trang", "Huong", "Ngoc", "Lan", "Mai", "Hoa", "Thu"],
+                   ["Minh", "Duc", "Huy", "Khanh", "Long", "Nam", "Quang", "Tuan", "Thanh", "Bao"],
+                   ["Nguyen", "Tran", "Le", "Pham", "Hoang", "Phan", "Vu", "Dang", "Bui", "Do"]),
+    "korean": ("2028-9", False,
+               ["Ji-woo", "Seo-yeon", "Min-ji", "Ha-eun", "Soo-ah", "Yuna", "Eun-ji", "Hye-jin"],
+               ["Min-jun", "Seo-jun", "Ji-ho", "Hyun-woo", "Joon", "Dong-hyun", "Sung-min", "Tae-yang"],
+               ["Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon", "Jang", "Lim"]),
+    "indian": ("2028-9", False,
+               ["Priya", "Ananya", "Aditi", "Kavya", "Lakshmi", "Deepa", "Sneha", "Pooja", "Meera", "Divya"],
+               ["Arjun", "Rahul", "Vikram", "Rohan", "Sanjay", "Amit", "Ravi", "Suresh", "Karthik", "Anil"],
+               ["Patel", "Sharma", "Singh", "Kumar", "Gupta", "Reddy", "Iyer", "Nair", "Rao", "Desai", "Mehta",
+                "Chatterjee", "Banerjee", "Krishnan", "Pillai"]),
+    "arabic": ("2106-3", False,
+               ["Fatima", "Aisha", "Layla", "Mariam", "Noor", "Yasmin", "Huda", "Rania", "Salma", "Zainab"],
+               ["Mohammed", "Ahmed", "Omar", "Ali", "Youssef", "Khalid", "Hassan", "Ibrahim", "Tariq", "Karim"],
+               ["Al-Sayed", "Haddad", "Khoury", "Mansour", "Nasser", "Saleh", "Abdullah", "El-Amin", "Farah",
+                "Hussein"]),
+    "west_african": ("2054-5", False,
+                     ["Adaeze", "Chiamaka", "Folake", "Ngozi", "Oluwaseun", "Temitope", "Amara", "Abena", "Ama",
+                      "Efua"],
+                     ["Chinedu", "Emeka", "Oluwadamilare", "Tunde", "Kwame", "Kofi", "Obinna", "Segun", "Yaw",
+                      "Ifeanyi"],
+                     ["Okafor", "Adeyemi", "Okonkwo", "Mensah", "Owusu", "Eze", "Balogun", "Nwosu", "Adebayo",
+                      "Boateng"]),
+    "african_american": ("2054-5", False,
+                         ["Aaliyah", "Imani", "Jasmine", "Keisha", "Tanisha", "Ebony", "Destiny", "Nia"],
+                         ["DeShawn", "Jamal", "Malik", "Terrell", "Darnell", "Andre", "Marcus", "Tyrone"],
+                         ["Washington", "Jefferson", "Jackson", "Robinson", "Coleman", "Brooks", "Bryant",
+                          "Freeman"]),
+    "european": ("2106-3", False,
+                 ["Anna", "Katarzyna", "Agnieszka", "Ingrid", "Astrid", "Sigrid", "Amélie", "Chloé", "Renée",
+                  "Jürgen", "Anke", "Marieke", "Élodie", "Małgorzata"],
+                 ["Piotr", "Krzysztof", "Søren", "Lars", "Björn", "François", "Jérôme", "Hans", "Klaus", "Jan",
+                  "Pieter", "Zoltán", "Łukasz", "Jörg"],
+                 ["Kowalski", "Nowak", "Wiśniewski", "Müller", "Schmidt", "Schäfer", "Jensen", "Øberg", "Lindqvist",
+                  "Dubois", "Lefèvre", "D'Angelo", "van der Berg", "de Vries", "Rossi", "Bianchi", "Papadopoulos"]),
+    "japanese": ("2028-9", False,
+                 ["Yuki", "Sakura", "Haruka", "Aiko", "Yui", "Emi", "Keiko", "Naomi"],
+                 ["Haruto", "Takeshi", "Hiroshi", "Kenji", "Ren", "Sota", "Daiki", "Yuto"],
+                 ["Sato", "Suzuki", "Takahashi", "Tanaka", "Watanabe", "Ito", "Yamamoto", "Nakamura"]),
+    "native": ("1002-5", False,
+               ["Winona", "Aiyana", "Nizhoni", "Tallulah", "Kimi"],
+               ["Ahanu", "Hania", "Kele", "Nodin", "Takoda"],
+               ["Begay", "Yazzie", "Tsosie", "Benally", "Running Water"]),
+    "pacific": ("2076-8", False,
+                ["Leilani", "Malia", "Noelani", "Kailani", "Moana"],
+                ["Keoni", "Makoa", "Kai", "Ikaika", "Nalu"],
+                ["Kealoha", "Kahale", "Fonoti", "Tuilagi", "Mahoe"]),
+}
+
+# How often each culture is drawn (a plausible mix for a US clinic).
+CULTURE_WEIGHTS = {
+    "anglo": 30, "irish": 6, "hispanic": 18, "chinese": 5, "vietnamese": 4, "korean": 3, "indian": 6, "arabic": 4,
+    "west_african": 4, "african_american": 10, "european": 6, "japanese": 2, "native": 1, "pacific": 1,
+}
+
+MIDDLE_INITIALS = "ABCDEFGHJKLMNPRSTW"
+
+STREETS = ["Oak", "Maple", "Cedar", "Pine", "Elm", "Willow", "Birch", "Lakeview", "Hillcrest", "Sunset", "River",
+           "Meadow", "Park", "Church", "Mill", "Spring", "Highland", "Orchard"]
+STREET_KINDS = ["St", "Ave", "Rd", "Ln", "Dr", "Ct", "Way", "Blvd"]
+# (city, state, ZIP prefix, area code)
+CITIES = [
+    ("Springfield", "IL", "627", "217"), ("Madison", "WI", "537", "608"), ("Columbus", "OH", "432", "614"),
+    ("Portland", "OR", "972", "503"), ("Albany", "NY", "122", "518"), ("Austin", "TX", "787", "512"),
+    ("Denver", "CO", "802", "303"), ("Raleigh", "NC", "276", "919"), ("Sacramento", "CA", "958", "916"),
+    ("Boise", "ID", "837", "208"), ("Des Moines", "IA", "503", "515"), ("Burlington", "VT", "054", "802"),
+]

@@ -1,0 +1,101 @@
+"""Referrals, every step of their delivery, the documents sent and received, and the outbox that sends them."""
+
+from __future__ import annotations
+
+import peewee as pw
+
+from models.db import BaseModel
+from models.patients import Note, Patient
+from models.practice import User
+from models.contacts import Contact
+
+#: Referral statuses in the order a delivery moves through them (ARCHITECTURE.md "Referral statuses").
+STATUSES = ("queued", "sending", "sent", "delivered", "report-received", "failed", "cancelled")
+DIRECTIONS = ("transferring", "receiving")
+CHANNELS = ("direct", "efax", "print")
+
+
+class Referral(BaseModel):
+    patient = pw.ForeignKeyField(Patient, backref="referrals", on_delete="RESTRICT")
+    note = pw.ForeignKeyField(Note, null=True, backref="referrals", on_delete="SET NULL")
+    direction = pw.CharField(default="transferring")
+    channel = pw.CharField()
+    recipient = pw.CharField()  # Direct address, fax number or folder/printer
+    recipient_name = pw.CharField(default="")
+    contact = pw.ForeignKeyField(Contact, null=True, backref="referrals", on_delete="SET NULL")
+    reason = pw.TextField(default="")
+    urgency = pw.CharField(default="routine")  # routine | urgent | stat
+    subject = pw.CharField(default="")
+    message = pw.TextField(default="")
+    include_note = pw.BooleanField(default=True)
+    excluded_sections = pw.TextField(default="[]")  # JSON list of Summary of Care section keys left out
+    status = pw.CharField(default="queued", index=True)
+    status_reason = pw.TextField(default="")
+    message_id = pw.CharField(null=True, unique=True)
+    created_by = pw.ForeignKeyField(User, null=True, backref="referrals", on_delete="SET NULL")
+    created_at = pw.DateTimeField(index=True)
+    sent_at = pw.DateTimeField(null=True)
+    delivered_at = pw.DateTimeField(null=True)
+    report_received_on = pw.DateField(null=True)
+
+
+class ReferralEvent(BaseModel):
+    referral = pw.ForeignKeyField(Referral, backref="events", on_delete="CASCADE")
+    at = pw.DateTimeField()
+    kind = pw.CharField()  # a status, or: mdn-processed, mdn-dispatched, mdn-late, note
+    detail = pw.TextField(default="")
+
+
+class Document(BaseModel):
+    """A file kept for the practice (owner 'practice') or in a patient's chart (owner 'patient')."""
+
+    owner = pw.CharField(default="patient")  # patient | practice
+    patient = pw.ForeignKeyField(Patient, null=True, backref="documents", on_delete="RESTRICT")
+    referral = pw.ForeignKeyField(Referral, null=True, backref="documents", on_delete="SET NULL")
+    kind = pw.CharField(default="")  # ccda | xdm | note-pdf | fax-cover | report | other
+    title = pw.CharField()
+    filename = pw.CharField()
+    media_type = pw.CharField()
+    content = pw.BlobField()
+    size = pw.IntegerField()
+    sha256 = pw.CharField(max_length=64)
+    created_at = pw.DateTimeField()
+
+
+class OutboxJob(BaseModel):
+    """Work for a transport worker. Claimed atomically with a lease, so a crashed worker's job comes back."""
+
+    referral = pw.ForeignKeyField(Referral, backref="jobs", on_delete="CASCADE")
+    channel = pw.CharField()
+    state = pw.CharField(default="pending", index=True)  # pending | claimed | done | failed
+    attempts = pw.IntegerField(default=0)
+    due_at = pw.DateTimeField(index=True)
+    lease_until = pw.DateTimeField(null=True)
+    claimed_by = pw.CharField(default="")
+    last_error = pw.TextField(default="")
+    created_at = pw.DateTimeField()
+
+
+class InboundMessage(BaseModel):
+    message_id = pw.CharField(default="", index=True)
+    in_reply_to = pw.CharField(default="")
+    from_address = pw.CharField(default="")
+    to_address = pw.CharField(default="")
+    subject = pw.CharField(default="")
+    received_at = pw.DateTimeField()
+    raw = pw.BlobField()
+    state = pw.CharField(default="new")  # new | filed | rejected
+    error = pw.TextField(default="")
+    referral = pw.ForeignKeyField(Referral, null=True, backref="inbound", on_delete="SET NULL")
+    patient = pw.ForeignKeyField(Patient, null=True, backref="inbound", on_delete="SET NULL")
+
+
+class AuditEvent(BaseModel):
+    """Who did what to which record. Holds ids and actions only, never PHI."""
+
+    at = pw.DateTimeField(index=True)
+    username = pw.CharField(default="")
+    action = pw.CharField()
+    object_type = pw.CharField(default="")
+    object_id = pw.CharField(default="")
+    detail = pw.TextField(default="")

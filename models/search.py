@@ -1,0 +1,128 @@
+"""Patient search as the user types: 2–3 letters of a name, "last, first", an MRN or a date of birth.
+
+Every query is a prefix range over an indexed, normalised column (`key >= q AND key < q + U+10FFFF`), one small
+query per kind of match, each with a LIMIT. User text never reaches SQL as text: it is reduced to letters and
+digits by `normalize` and passed as a parameter, so `o'brien`, quotes, `*` or emoji cannot break a query.
+
+Ranking: MRN, then date of birth, then exact last name, last-name prefix, exact first name, first-name prefix,
+then a later part of a multi-part name ("lopez" in Garcia-Lopez). Within a rank: last, first, birth date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass
+
+import peewee as pw
+
+from models.patients import Patient, PatientNameToken
+from models.text import normalize
+
+DEFAULT_LIMIT = 50
+MAX_QUERY_LENGTH = 200
+_TOP = "\U0010ffff"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientHit:
+    id: int
+    mrn: str
+    last_name: str
+    first_name: str
+    birth_date: dt.date
+    sex: str
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data["birth_date"] = self.birth_date.isoformat()
+        return data
+
+
+_DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%m-%d-%Y", "%d.%m.%Y", "%Y%m%d", "%m%d%Y", "%m/%d/%y")
+
+
+def parse_birth_date(text: str) -> dt.date | None:
+    text = text.strip()
+    if not re.fullmatch(r"[\d/.\-]{6,10}", text):
+        return None
+    for fmt in _DATE_FORMATS:
+        try:
+            parsed = dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+        if fmt == "%m/%d/%y" and parsed.year > dt.date.today().year:
+            parsed = parsed.replace(year=parsed.year - 100)
+        return parsed
+    return None
+
+
+_FIELDS = (Patient.id, Patient.mrn, Patient.last_name, Patient.first_name, Patient.birth_date, Patient.sex)
+_ORDER = (Patient.last_norm, Patient.first_norm, Patient.birth_date, Patient.id)
+
+
+def _prefix(column: pw.Field, key: str) -> pw.Expression:
+    return (column >= key) & (column < key + _TOP)
+
+
+def _candidates(query: str) -> list[pw.Expression]:
+    """The WHERE clauses to try, best rank first."""
+    text = query.strip()
+    clauses: list[pw.Expression] = []
+    birth = parse_birth_date(text)
+    if birth is not None:
+        clauses.append(Patient.birth_date == birth)
+    digits = re.sub(r"\D", "", text)
+    if digits and digits == normalize(text):
+        clauses += [Patient.mrn == digits, _prefix(Patient.mrn, digits)]
+    if "," in text:
+        last, first = (normalize(part) for part in text.split(",", 1))
+        if last and first:
+            clauses += [(Patient.last_norm == last) & _prefix(Patient.first_norm, first),
+                        _prefix(Patient.last_norm, last) & _prefix(Patient.first_norm, first)]
+        elif last:
+            clauses += [Patient.last_norm == last, _prefix(Patient.last_norm, last)]
+        return clauses
+    words = [normalize(w) for w in text.split()]
+    words = [w for w in words if w]
+    whole = "".join(words)
+    if not whole:
+        return clauses
+    if len(words) == 2:  # "first last" or "last first"
+        first, last = words
+        clauses += [(Patient.last_norm == last) & _prefix(Patient.first_norm, first),
+                    (Patient.last_norm == first) & _prefix(Patient.first_norm, last),
+                    _prefix(Patient.last_norm, last) & _prefix(Patient.first_norm, first),
+                    _prefix(Patient.last_norm, first) & _prefix(Patient.first_norm, last)]
+    clauses += [
+        Patient.last_norm == whole,
+        _prefix(Patient.last_norm, whole),
+        Patient.first_norm == whole,
+        _prefix(Patient.first_norm, whole),
+    ]
+    if len(words) == 1:
+        token_ids = PatientNameToken.select(PatientNameToken.patient).where(_prefix(PatientNameToken.token, whole))
+        clauses.append(Patient.id.in_(token_ids))
+    return clauses
+
+
+def search_patients(query: str, limit: int = DEFAULT_LIMIT) -> list[PatientHit]:
+    """Patients matching what the user typed, best first; an empty list for input that matches nothing."""
+    query = (query or "")[:MAX_QUERY_LENGTH]
+    hits: dict[int, PatientHit] = {}
+    for clause in _candidates(query):
+        if len(hits) >= limit:
+            break
+        rows = (
+            Patient.select(*_FIELDS)
+            .where(clause)
+            .order_by(*_ORDER)
+            .limit(limit)
+            .tuples()
+        )
+        for row in rows:
+            if row[0] not in hits:
+                hits[row[0]] = PatientHit(*row)
+                if len(hits) >= limit:
+                    break
+    return list(hits.values())

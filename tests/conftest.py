@@ -1,0 +1,44 @@
+"""Shared fixtures: every test gets its own SQLite file (never :memory:, which each thread sees empty)."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.db import close_database, open_database, sqlite_url
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "referdesk.db"
+
+
+@pytest.fixture
+def db(db_path):
+    """An empty, fully migrated database."""
+    database = open_database(sqlite_url(db_path))
+    yield database
+    close_database()
+
+
+@pytest.fixture(scope="session")
+def seeded_template(tmp_path_factory):
+    """A database seeded once per session with 300 patients; tests copy it rather than reseed."""
+    from models.seed import seed
+
+    path = tmp_path_factory.mktemp("seeded") / "referdesk.db"
+    open_database(sqlite_url(path))
+    seed(300)
+    close_database()
+    return path
+
+
+@pytest.fixture
+def seeded(seeded_template, tmp_path):
+    """A private copy of the seeded database, open."""
+    import shutil
+
+    path = tmp_path / "referdesk.db"
+    shutil.copy(seeded_template, path)
+    database = open_database(sqlite_url(path))
+    yield database
+    close_database()

@@ -1,0 +1,245 @@
+"""The `referdesk` command line: the same verbs the TUI uses, for scripts, cron jobs and checks.
+
+Heavy modules (Textual, the models) are imported inside each command so `referdesk --help` stays fast.
+With `--json`, stdout carries JSON only; messages and errors go to stderr, errors with a non-zero status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+EXIT_ERROR = 1
+
+
+class CommandError(Exception):
+    """A failure to report on stderr as it is, without a traceback."""
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def _open(args: argparse.Namespace):
+    """Load the configuration and open (and migrate) the database it names."""
+    from models.config import ConfigError, load_config
+    from models.db import DatabaseError, open_database
+
+    try:
+        config = load_config(args.config, data_dir=args.data_dir, db_url=args.db)
+        open_database(config.database_url)
+    except (ConfigError, DatabaseError) as exc:
+        raise CommandError(str(exc)) from exc
+    return config
+
+
+# --- commands ---------------------------------------------------------------------------------------------
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    config = _open(args)
+    from tui.app import ReferdeskApp
+
+    ReferdeskApp(config=config).run()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    throwaway = args.data_dir is None and args.db is None
+    if throwaway:
+        args.data_dir = tempfile.mkdtemp(prefix="referdesk-demo-")
+    try:
+        config = _open(args)
+        from models.patients import Patient
+        from models.seed import seed
+
+        if not Patient.select().exists():
+            _say(f"Seeding {args.patients} synthetic patients into {config.database_url} …")
+            seed(args.patients)
+        from tui.app import ReferdeskApp
+
+        ReferdeskApp(config=config, demo=True).run()
+    finally:
+        if throwaway:
+            shutil.rmtree(args.data_dir, ignore_errors=True)
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    config = _open(args)
+    from models.seed import SeedError, seed
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{done:,}/{total:,} patients", end="", file=sys.stderr, flush=True)
+
+    try:
+        report = seed(args.patients, args.seed, progress=progress)
+    except SeedError as exc:
+        raise CommandError(str(exc)) from exc
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    _say(f"Seeded {report.patients:,} patients ({report.notes:,} notes, {report.rows:,} rows) "
+         f"in {report.seconds:.1f} s into {config.database_url}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    _open(args)
+    from models.search import search_patients
+
+    results = [search_patients(text, limit=args.limit) for text in args.text]
+    if args.json:
+        _print_json([[hit.as_json() for hit in hits] for hits in results])
+        return 0
+    for text, hits in zip(args.text, results):
+        if len(args.text) > 1:
+            print(f"# {text}")
+        if not hits:
+            _say(f"no patient matches {text!r}")
+        for hit in hits:
+            print(f"{hit.mrn}  {hit.last_name}, {hit.first_name}  {hit.birth_date.isoformat()}  {hit.sex}")
+    return 0
+
+
+def cmd_notes(args: argparse.Namespace) -> int:
+    _open(args)
+    from models.charts import PatientNotFound, list_notes
+
+    try:
+        notes = list_notes(args.patient)
+    except PatientNotFound as exc:
+        raise CommandError(f"{exc}; find it with: referdesk search NAME") from exc
+    if args.json:
+        _print_json([note.as_json() for note in notes])
+        return 0
+    for note in notes:
+        state = "signed" if note.signed else "UNSIGNED"
+        print(f"{note.id:>8}  {note.date:%Y-%m-%d %H:%M}  {note.type:<26} {note.author:<28} {state}")
+    return 0
+
+
+def cmd_directory_import(args: argparse.Namespace) -> int:
+    _open(args)
+    from models.directory import DirectoryImportError, import_directory_file
+
+    try:
+        report = import_directory_file(args.file)
+    except DirectoryImportError as exc:
+        raise CommandError(str(exc)) from exc
+    for where, reason in report.skipped:
+        label = "line" if report.format == "nppes" else "entry"
+        _say(f"{args.file}: {label} {where}: skipped: {reason}")
+    summary = {"format": report.format, "imported": report.imported, "updated": report.updated,
+               "skipped": len(report.skipped)}
+    if args.json:
+        _print_json(summary)
+    else:
+        _say(f"Imported {report.imported}, updated {report.updated}, skipped {len(report.skipped)} "
+             f"({report.format} format)")
+    return 0
+
+
+def cmd_directory_search(args: argparse.Namespace) -> int:
+    _open(args)
+    from models.directory import search_directory
+
+    entries = search_directory(" ".join(args.text), limit=args.limit)
+    if args.json:
+        _print_json([
+            {"npi": e.npi, "name": e.name, "organization": e.organization, "specialty": e.specialty,
+             "endpoint": e.endpoint, "endpoint_type": e.endpoint_type, "city": e.city, "state": e.state}
+            for e in entries
+        ])
+        return 0
+    if not entries:
+        _say("no directory entry matches")
+    for e in entries:
+        print(f"{e.npi:<10}  {e.name:<32} {e.organization:<32} {e.city}, {e.state}  {e.endpoint}")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="referdesk",
+        description="Send patient referrals by Direct, eFax or print, and close the loop. "
+        "Without a command, opens the app on the configured database.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="configuration file (else $REFERDESK_CONFIG, "
+                        "else the user config folder)")
+    parser.add_argument("--data-dir", metavar="DIR", help="folder of the SQLite database "
+                        "(else $REFERDESK_DATA_DIR, else the user data folder)")
+    parser.add_argument("--db", metavar="URL", help="database URL: sqlite:///PATH or postgresql://…")
+    parser.set_defaults(handler=cmd_tui)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    demo = command("demo", cmd_demo, "the app on a freshly seeded, throw-away demo database")
+    demo.add_argument("--patients", type=int, default=2000, help="synthetic patients to seed (default 2000)")
+
+    seed = command("seed", cmd_seed, "fill a new database with synthetic, deterministic demo data")
+    seed.add_argument("--patients", type=int, required=True, metavar="N")
+    seed.add_argument("--seed", type=int, default=20261126, help="random seed (same seed, same data)")
+
+    search = command("search", cmd_search, "find patients by name, 'last, first', MRN or date of birth")
+    search.add_argument("text", nargs="+", metavar="TEXT", help="one search per TEXT")
+    search.add_argument("--json", action="store_true", help="one JSON list per TEXT on stdout")
+    search.add_argument("--limit", type=int, default=50)
+
+    notes = command("notes", cmd_notes, "a patient's notes (id, date, type, author, signed)")
+    notes.add_argument("--patient", required=True, metavar="MRN")
+    notes.add_argument("--json", action="store_true")
+
+    directory = command("directory", lambda a: _usage(directory), "the provider directory: import, search")
+    verbs = directory.add_subparsers(title="directory commands", metavar="VERB")
+    imp = verbs.add_parser("import", help="import an NPPES Endpoint CSV or a FHIR R4 Bundle (JSON)")
+    imp.set_defaults(handler=cmd_directory_import)
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--json", action="store_true")
+    find = verbs.add_parser("search", help="search the directory by name, NPI, organization or city")
+    find.set_defaults(handler=cmd_directory_search)
+    find.add_argument("text", nargs="*", metavar="TEXT")
+    find.add_argument("--json", action="store_true")
+    find.add_argument("--limit", type=int, default=50)
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except CommandError as exc:
+        _say(f"referdesk: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if "models.db" in sys.modules:
+            sys.modules["models.db"].close_database()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
