@@ -21,6 +21,7 @@ class ReferdeskApp(App[None]):
         super().__init__()
         self.config = config
         self.demo = demo
+        self.cursor_blink = bool(config.section("ui").get("cursor_blink", False)) if config else False
         if demo:
             self.sub_title = "demo — synthetic patients only"
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from models.charts import get_patient, list_notes
+from tui.screens.base import ReferdeskScreen
 
 
-class PatientNotesScreen(Screen[None]):
+class PatientNotesScreen(ReferdeskScreen):
     BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="notes.back")]
 
     def __init__(self, mrn: str) -> None:

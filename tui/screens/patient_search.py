@@ -5,16 +5,16 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from models.search import PatientHit, search_patients
 from models.text import normalize
+from tui.screens.base import ReferdeskScreen
 
 MIN_LETTERS = 2
 
 
-class PatientSearchScreen(Screen[None]):
+class PatientSearchScreen(ReferdeskScreen):
     BINDINGS = [
         Binding("down", "focus_results", "Results", show=False, id="search.results"),
         Binding("escape", "clear", "Clear", id="search.clear"),

@@ -1,0 +1,131 @@
+"""The command line as scripts use it: JSON only on stdout, messages on stderr, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from models.config import ConfigError, load_config
+from models.db import sqlite_url
+from tui.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def data_dir(seeded_template, tmp_path):
+    import shutil
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(seeded_template, folder / "referdesk.db")
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_search_json_prints_one_list_per_text(data_dir, capsys):
+    code, out, err = run(capsys, "--data-dir", data_dir, "search", "ga", "o'b", "😀", "--json")
+    assert code == 0
+    lists = json.loads(out)
+    assert len(lists) == 3
+    assert lists[0] and lists[2] == []
+    for hit in lists[0]:
+        assert set(hit) >= {"mrn", "last_name", "first_name", "birth_date", "sex"}
+        assert len(hit["birth_date"]) == 10 and hit["birth_date"][4] == "-"
+    assert all(h["last_name"].lower().startswith("ga") or h["first_name"].lower().startswith("ga")
+               for h in lists[0][:3])
+
+
+def test_search_text_output_and_empty_message(data_dir, capsys):
+    code, out, err = run(capsys, "--data-dir", data_dir, "search", "zzqx")
+    assert code == 0 and out == ""
+    assert "no patient matches 'zzqx'" in err
+
+
+def test_notes_json_lists_id_date_type_author_signed(data_dir, capsys):
+    _, out, _ = run(capsys, "--data-dir", data_dir, "search", "1000001", "--json")
+    mrn = json.loads(out)[0][0]["mrn"]
+    code, out, err = run(capsys, "--data-dir", data_dir, "notes", "--patient", mrn, "--json")
+    assert code == 0 and err == ""
+    notes = json.loads(out)
+    assert notes
+    for note in notes:
+        assert set(note) >= {"id", "date", "type", "author", "signed"}
+        assert isinstance(note["signed"], bool)
+    assert [n["date"] for n in notes] == sorted((n["date"] for n in notes), reverse=True)
+
+
+def test_notes_for_an_unknown_patient_fails_clearly(data_dir, capsys):
+    code, out, err = run(capsys, "--data-dir", data_dir, "notes", "--patient", "nope", "--json")
+    assert code == 1 and out == ""
+    assert "no patient with MRN 'nope'" in err and "referdesk search" in err
+
+
+def test_seed_command_fills_a_new_folder_and_refuses_a_second_time(tmp_path, capsys):
+    folder = tmp_path / "new"
+    code, out, err = run(capsys, "--data-dir", folder, "seed", "--patients", "25")
+    assert code == 0 and out == ""
+    assert "Seeded 25 patients" in err
+    code, _, err = run(capsys, "--data-dir", folder, "seed", "--patients", "25")
+    assert code == 1 and "already has 25 patients" in err
+
+
+def test_a_bad_config_file_is_reported_not_raised(tmp_path, capsys):
+    bad = tmp_path / "config.toml"
+    bad.write_text("[database\nurl = 1")
+    code, out, err = run(capsys, "--config", bad, "search", "ab")
+    assert code == 1 and "not valid TOML" in err
+
+
+def test_help_does_not_import_textual_or_the_models():
+    code = ("import sys; from tui.cli import build_parser; build_parser().format_help(); "
+            "assert 'textual' not in sys.modules and 'peewee' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_console_script_runs(data_dir):
+    result = subprocess.run([sys.executable, "-m", "tui.cli", "--data-dir", str(data_dir), "search", "ng", "--json"],
+                            capture_output=True, text=True, cwd=ROOT, check=True)
+    assert isinstance(json.loads(result.stdout), list)
+
+
+# --- configuration precedence ---------------------------------------------------------------------------
+
+
+def test_precedence_db_over_data_dir_over_env_over_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[database]\nurl = "sqlite:////from/file.db"\n[practice]\nname = "Riverbend"\n')
+    env = {"REFERDESK_DATA_DIR": str(tmp_path / "env")}
+    assert load_config(config, env={}).database_url == "sqlite:////from/file.db"
+    assert load_config(config, env=env).database_url == sqlite_url(tmp_path / "env" / "referdesk.db")
+    assert load_config(config, data_dir=tmp_path / "cli", env=env).database_url == sqlite_url(
+        tmp_path / "cli" / "referdesk.db")
+    assert load_config(config, data_dir=tmp_path / "cli", db_url="sqlite:////x.db", env=env).database_url == \
+        "sqlite:////x.db"
+    assert load_config(config, env={}).section("practice") == {"name": "Riverbend"}
+
+
+def test_config_path_from_environment_and_missing_explicit_file(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[database]\nurl = "sqlite:////env/config.db"\n')
+    assert load_config(env={"REFERDESK_CONFIG": str(config)}).database_url == "sqlite:////env/config.db"
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml", env={})
+
+
+def test_no_config_file_uses_the_user_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdgc"))
+    config = load_config(env={})
+    assert config.path is None
+    assert config.database_url == sqlite_url(tmp_path / "xdg" / "referdesk" / "referdesk.db")
+    assert not (tmp_path / "xdg").exists()
