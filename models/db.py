@@ -102,6 +102,12 @@ def close_database() -> None:
         database.close()
 
 
+def starts_with(column: peewee.Field, key: str) -> peewee.Expression:
+    """`column` begins with `key`, as a range an ordinary index serves (LIKE and GLOB need engine-specific
+    collations to use one). U+10FFFF sorts after every character, in SQLite's bytes and PostgreSQL's "C"."""
+    return (column >= key) & (column < key + "\U0010ffff")
+
+
 def is_sqlite() -> bool:
     return isinstance(database.obj, peewee.SqliteDatabase)
 

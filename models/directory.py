@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 import peewee as pw
 
 from models.contacts import DirectoryEntry
-from models.db import database
+from models.db import database, starts_with
 from models.search import normalize
 from models.seed import npi_with_check_digit
 
@@ -36,7 +36,6 @@ MAX_QUERY_WORDS = 6
 MIN_CONTAINS_LENGTH = 3
 #: Longest value a CharField holds everywhere (PostgreSQL enforces VARCHAR(255); SQLite does not).
 MAX_FIELD = 255
-_TOP = "\U0010ffff"
 
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 CONNECTION_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
@@ -541,9 +540,6 @@ _ORDER = (DirectoryEntry.name_norm, DirectoryEntry.id)
 _NORM_COLUMNS = (DirectoryEntry.name_norm, DirectoryEntry.organization_norm, DirectoryEntry.city_norm)
 
 
-def _prefix(column: pw.Field, key: str) -> pw.Expression:
-    return (column >= key) & (column < key + _TOP)
-
 
 def _every_word(words: list[str], match) -> pw.Expression:
     """Each word matches the name, organisation or city: "cardio springfield" finds Springfield cardiologists."""
@@ -568,10 +564,10 @@ def _clauses(text: str) -> list[pw.Expression]:
     if re.fullmatch(r"[0-9]+", whole):
         if len(whole) == 10:
             clauses.append(DirectoryEntry.npi == whole)
-        clauses.append(_prefix(DirectoryEntry.npi, whole))
-    clauses += [_prefix(column, whole) for column in _NORM_COLUMNS]
+        clauses.append(starts_with(DirectoryEntry.npi, whole))
+    clauses += [starts_with(column, whole) for column in _NORM_COLUMNS]
     if len(words) > 1:
-        clauses.append(_every_word(words, _prefix))
+        clauses.append(_every_word(words, starts_with))
     if all(len(word) >= MIN_CONTAINS_LENGTH for word in words):
         clauses.append(_every_word(words, _contains))  # "cardio" inside "Valley Cardiology"; last resort
     return clauses

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 
 import peewee as pw
 
+from models.db import starts_with
 from models.patients import Patient, PatientNameToken
 from models.text import normalize
 
 DEFAULT_LIMIT = 50
 MAX_QUERY_LENGTH = 200
-_TOP = "\U0010ffff"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +68,6 @@ BY_MRN = (Patient.mrn,)
 TOKEN_CANDIDATES = 400
 
 
-def _prefix(column: pw.Field, key: str) -> pw.Expression:
-    return (column >= key) & (column < key + _TOP)
-
 
 def _candidates(query: str) -> list[tuple[pw.Expression, tuple]]:
     """The WHERE clauses to try, best rank first, each with the order that its index gives for free."""
@@ -81,14 +78,14 @@ def _candidates(query: str) -> list[tuple[pw.Expression, tuple]]:
         clauses.append((Patient.birth_date == birth, BY_LAST))
     digits = re.sub(r"\D", "", text)
     if digits and digits == normalize(text):
-        clauses += [(Patient.mrn == digits, BY_MRN), (_prefix(Patient.mrn, digits), BY_MRN)]
+        clauses += [(Patient.mrn == digits, BY_MRN), (starts_with(Patient.mrn, digits), BY_MRN)]
     if "," in text:
         last, first = (normalize(part) for part in text.split(",", 1))
         if last and first:
-            clauses += [((Patient.last_norm == last) & _prefix(Patient.first_norm, first), BY_LAST),
-                        (_prefix(Patient.last_norm, last) & _prefix(Patient.first_norm, first), BY_LAST)]
+            clauses += [((Patient.last_norm == last) & starts_with(Patient.first_norm, first), BY_LAST),
+                        (starts_with(Patient.last_norm, last) & starts_with(Patient.first_norm, first), BY_LAST)]
         elif last:
-            clauses += [(Patient.last_norm == last, BY_LAST), (_prefix(Patient.last_norm, last), BY_LAST)]
+            clauses += [(Patient.last_norm == last, BY_LAST), (starts_with(Patient.last_norm, last), BY_LAST)]
         return clauses
     words = [normalize(w) for w in text.split()]
     words = [w for w in words if w]
@@ -97,20 +94,20 @@ def _candidates(query: str) -> list[tuple[pw.Expression, tuple]]:
         return clauses
     if len(words) == 2:  # "first last" or "last first"
         first, last = words
-        clauses += [((Patient.last_norm == last) & _prefix(Patient.first_norm, first), BY_LAST),
-                    ((Patient.last_norm == first) & _prefix(Patient.first_norm, last), BY_LAST),
-                    (_prefix(Patient.last_norm, last) & _prefix(Patient.first_norm, first), BY_LAST),
-                    (_prefix(Patient.last_norm, first) & _prefix(Patient.first_norm, last), BY_LAST)]
+        clauses += [((Patient.last_norm == last) & starts_with(Patient.first_norm, first), BY_LAST),
+                    ((Patient.last_norm == first) & starts_with(Patient.first_norm, last), BY_LAST),
+                    (starts_with(Patient.last_norm, last) & starts_with(Patient.first_norm, first), BY_LAST),
+                    (starts_with(Patient.last_norm, first) & starts_with(Patient.first_norm, last), BY_LAST)]
     clauses += [
         (Patient.last_norm == whole, BY_LAST),
-        (_prefix(Patient.last_norm, whole), BY_LAST),
+        (starts_with(Patient.last_norm, whole), BY_LAST),
         (Patient.first_norm == whole, BY_FIRST),
-        (_prefix(Patient.first_norm, whole), BY_FIRST),
+        (starts_with(Patient.first_norm, whole), BY_FIRST),
     ]
     if len(words) == 1:
         token_ids = (
             PatientNameToken.select(PatientNameToken.patient)
-            .where(_prefix(PatientNameToken.token, whole))
+            .where(starts_with(PatientNameToken.token, whole))
             .order_by(PatientNameToken.token, PatientNameToken.patient)
             .limit(TOKEN_CANDIDATES)
         )
