@@ -168,6 +168,7 @@ def seed(
             notes += len(batch.notes)
             if progress:
                 progress(done, patients)
+        rows += _seed_referrals(rng, done, external)
     return SeedReport(patients=done, notes=notes, rows=rows, seconds=time.perf_counter() - started)
 
 
@@ -273,6 +274,72 @@ def _seed_directory_and_contacts(rng: random.Random, external: list[Provider]) -
         ))
     Contact.insert_many(contacts).execute()
     return len(entries) + len(contacts)
+
+
+# Past referrals for the history screen: (status, share, failure reason)
+REFERRAL_OUTCOMES = [
+    ("delivered", 35, ""),
+    ("report-received", 25, ""),
+    ("sent", 10, ""),
+    ("failed", 8, "5.7.31 no certificate is published for the recipient's address"),
+    ("failed", 4, "5.4.71 no processed MDN within 60 minutes"),
+    ("failed", 4, "fax line busy after 3 attempts"),
+    ("cancelled", 4, ""),
+]
+
+
+def _seed_referrals(rng: random.Random, patients: int, external: list[Provider]) -> int:
+    """A history of past referrals in every status, with their events (no outbox jobs: all are settled)."""
+    from models.referrals import Referral, ReferralEvent
+
+    count = min(max(patients // 40, min(patients, 12)), 2500)
+    if not count:
+        return 0
+    practice_domain = PRACTICE_DOMAIN
+    weights = [o[1] for o in REFERRAL_OUTCOMES]
+    referrals, events = [], []
+    next_id = (Referral.select(Referral.id).order_by(Referral.id.desc()).scalar() or 0) + 1
+    for n in range(count):
+        rid = next_id + n
+        patient = rng.randrange(1, patients + 1)
+        note = Note.select(Note.id).where(Note.patient == patient, Note.signed_at.is_null(False)).scalar()
+        status, _, reason = rng.choices(REFERRAL_OUTCOMES, weights)[0]
+        provider = rng.choice(external)
+        fax = "fax line" in reason or (status != "failed" and rng.random() < 0.2)
+        channel = "efax" if fax else "direct"
+        recipient = "".join(ch for ch in provider.fax if ch.isdigit()) if fax else provider.direct_address
+        created = dt.datetime.combine(REFERENCE_DATE - dt.timedelta(days=rng.randrange(2, 360)),
+                                      dt.time(9 + rng.randrange(8), rng.randrange(60)))
+        sent = created + dt.timedelta(minutes=1) if status not in ("cancelled",) else None
+        delivered = sent + dt.timedelta(minutes=rng.randrange(2, 50)) if status in ("delivered", "report-received") else None
+        report_on = (delivered + dt.timedelta(days=rng.randrange(3, 40))).date() if status == "report-received" else None
+        reason_text = f"Evaluation by {provider.specialty.lower()}"
+        referrals.append((rid, patient, note, "transferring", channel, recipient,
+                          f"{provider.first_name} {provider.last_name}, {provider.credentials}", reason_text,
+                          rng.choice(("routine", "routine", "routine", "urgent")), f"Referral: {reason_text}",
+                          "", 1, "[]", status, reason, f"<seed{rid:06d}@{practice_domain}>", str(created),
+                          str(sent) if sent else None, str(delivered) if delivered else None,
+                          report_on.isoformat() if report_on else None))
+        steps = [("queued", created, "")]
+        if status == "cancelled":
+            steps.append(("cancelled", created + dt.timedelta(minutes=5), "cancelled by staff"))
+        else:
+            steps += [("sending", sent, ""), ("sent", sent, "accepted by the HISP" if not fax else "accepted by the fax gateway")]
+        if status == "failed":
+            steps.append(("failed", sent + dt.timedelta(minutes=rng.randrange(1, 61)), reason))
+        if delivered:
+            if not fax:
+                steps.append(("mdn-processed", delivered - dt.timedelta(minutes=1), "processed MDN"))
+            steps.append(("delivered", delivered, "dispatched MDN" if not fax else "fax delivered"))
+        if report_on:
+            steps.append(("report-received", dt.datetime.combine(report_on, dt.time(12)), "consultation report filed"))
+        events += [(rid, str(at), kind, detail) for kind, at, detail in steps]
+    bulk_insert(Referral, ["id", "patient", "note", "direction", "channel", "recipient", "recipient_name", "reason",
+                           "urgency", "subject", "message", "include_note", "excluded_sections", "status",
+                           "status_reason", "message_id", "created_at", "sent_at", "delivered_at",
+                           "report_received_on"], referrals)
+    bulk_insert(ReferralEvent, ["referral", "at", "kind", "detail"], events)
+    return len(referrals) + len(events)
 
 
 def _iso(d: dt.date) -> str:

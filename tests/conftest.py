@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import time
+
 import pytest
 
+from models import clock
 from models.db import close_database, open_database, sqlite_url
+
+# Deterministic by construction: one time zone, one "now" (the day after the seed data's reference date).
+os.environ["TZ"] = "UTC"
+time.tzset()
+FROZEN_NOW = dt.datetime(2026, 11, 2, 10, 0, 0)
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock():
+    clock.freeze(FROZEN_NOW)
+    yield FROZEN_NOW
+    clock.freeze(None)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from tui.app import ReferdeskApp
-from tui.screens.patient_notes import PatientNotesScreen
+from tui.screens.chart import ChartScreen
 from tui.screens.patient_search import PatientSearchScreen
 
 SIZES = [(80, 24), (120, 40)]
@@ -55,9 +55,8 @@ async def test_typing_shows_matches_and_enter_opens_the_patient(seeded):
         assert table.has_focus
         await pilot.press("down", "enter")
         await pilot.pause()
-        assert isinstance(app.screen, PatientNotesScreen)
-        notes = app.screen.query_one("#notes", DataTable)
-        assert notes.row_count >= 1
+        assert isinstance(app.screen, ChartScreen)
+        assert app.screen.patient.last_name.lower().startswith("o")
         await pilot.press("escape")
         assert isinstance(app.screen, PatientSearchScreen)
 
@@ -86,7 +85,7 @@ async def test_escape_clears_and_f2_returns_to_search_from_a_chart(seeded):
         await settle(pilot)
         await pilot.press("enter", "enter")  # Enter in the box moves to the results, Enter opens
         await pilot.pause()
-        assert isinstance(app.screen, PatientNotesScreen)
+        assert isinstance(app.screen, ChartScreen)
         await pilot.press("f2")
         await pilot.pause()
         assert isinstance(app.screen, PatientSearchScreen)

@@ -1,9 +1,15 @@
-"""The referdesk Textual application: owns the screens, the theme and the configuration; no business logic."""
+"""The referdesk Textual application: owns navigation, the theme, key bindings and the configuration.
+
+Screens present and delegate; this class only knows how to get from one screen to another.
+"""
 
 from __future__ import annotations
 
-from textual.app import App
+from typing import Iterable
+
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 from models.config import Config
 
@@ -11,31 +17,85 @@ from models.config import Config
 class ReferdeskApp(App[None]):
     TITLE = "referdesk"
     CSS_PATH = "app.tcss"
-    ENABLE_COMMAND_PALETTE = True
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
-        Binding("f2,ctrl+f", "search_patients", "Patients", id="app.search"),
+        Binding("f2,ctrl+f", "search_patients", "Patients", id="app.patients"),
+        Binding("f3,ctrl+r", "referrals", "Referrals", id="app.referrals"),
+        Binding("f4,ctrl+o", "practice_documents", "Documents", id="app.documents"),
+        Binding("f1,question_mark", "help", "Help", id="app.help"),
     ]
 
-    def __init__(self, config: Config | None = None, *, demo: bool = False) -> None:
+    def __init__(self, config: Config | None = None, *, demo: bool = False, username: str = "") -> None:
         super().__init__()
         self.config = config
         self.demo = demo
-        self.cursor_blink = bool(config.section("ui").get("cursor_blink", False)) if config else False
+        self.username = username
+        ui = config.section("ui") if config else {}
+        self.cursor_blink = bool(ui.get("cursor_blink", False))
+        if ui.get("theme"):
+            self.theme = str(ui["theme"])
         if demo:
             self.sub_title = "demo — synthetic patients only"
 
     def on_mount(self) -> None:
+        keymap = self.config.section("keymap") if self.config else {}
+        if keymap:
+            self.set_keymap({str(k): str(v) for k, v in keymap.items()})
         from tui.screens.patient_search import PatientSearchScreen
 
         self.push_screen(PatientSearchScreen())
 
-    def action_search_patients(self) -> None:
-        """Back to patient search from anywhere, keeping nothing of the chart that was open."""
+    # --- navigation ---------------------------------------------------------------------------------------
+
+    def _back_to_search(self) -> None:
         from tui.screens.patient_search import PatientSearchScreen
 
-        while len(self.screen_stack) > 2:
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, PatientSearchScreen):
             self.pop_screen()
-        if not isinstance(self.screen, PatientSearchScreen):
-            self.push_screen(PatientSearchScreen())
+
+    def action_search_patients(self) -> None:
+        """Back to patient search from anywhere, keeping nothing of the chart that was open."""
+        self._back_to_search()
         self.screen.query_one("#query").focus()
+
+    def open_patient(self, mrn: str, section: str = "face") -> None:
+        from tui.screens.chart import ChartScreen
+
+        self.push_screen(ChartScreen(mrn, section=section))
+
+    def open_note(self, note_id: int) -> None:
+        from tui.screens.note_view import NoteViewScreen
+
+        self.push_screen(NoteViewScreen(note_id))
+
+    def action_referrals(self) -> None:
+        from tui.screens.referrals import ReferralsScreen
+
+        if not isinstance(self.screen, ReferralsScreen):
+            self._back_to_search()
+            self.push_screen(ReferralsScreen())
+
+    def action_practice_documents(self) -> None:
+        from tui.screens.documents import PracticeDocumentsScreen
+
+        if not isinstance(self.screen, PracticeDocumentsScreen):
+            self._back_to_search()
+            self.push_screen(PracticeDocumentsScreen())
+
+    def action_help(self) -> None:
+        from tui.dialogs.help import HelpDialog
+
+        if not isinstance(self.screen, HelpDialog):
+            self.push_screen(HelpDialog(self.screen))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The palette lists what the current screen can do, then Textual's own commands."""
+        seen = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or binding.action in seen or not active.enabled:
+                continue
+            seen.add(binding.action)
+            yield SystemCommand(binding.description, f"key: {key}", lambda a=binding.action, n=active.node:
+                                self.run_action(a, n))
+        yield from super().get_system_commands(screen)

@@ -15,6 +15,8 @@ MIN_LETTERS = 2
 
 
 class PatientSearchScreen(ReferdeskScreen):
+    """Find a patient: 2–3 letters of a name, 'last, first', an MRN or a date of birth."""
+
     BINDINGS = [
         Binding("down", "focus_results", "Results", show=False, id="search.results"),
         Binding("escape", "clear", "Clear", id="search.clear"),
@@ -30,7 +32,7 @@ class PatientSearchScreen(ReferdeskScreen):
         table.add_column("Sex", key="sex")
         table.add_column("MRN", key="mrn")
         yield table
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#query", Input).focus()
@@ -87,6 +89,4 @@ class PatientSearchScreen(ReferdeskScreen):
 
     @on(DataTable.RowSelected, "#results")
     def open_patient(self, event: DataTable.RowSelected) -> None:
-        from tui.screens.patient_notes import PatientNotesScreen
-
-        self.app.push_screen(PatientNotesScreen(str(event.row_key.value)))
+        self.app.open_patient(str(event.row_key.value))

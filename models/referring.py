@@ -1,0 +1,165 @@
+"""Making a referral: what the user chose, checked, then stored with its documents and its outbox job in one
+transaction, so a referral is either wholly queued or not there at all. Sending is the transports' job."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+
+from models import clock
+from models.addresses import AddressError, check_direct_address, check_fax_number
+from models.contacts import Contact
+from models.db import database
+from models.documents import Attachment, file_document
+from models.patients import Note, Patient
+from models.practice import Practice, User
+from models.referrals import CHANNELS, DIRECTIONS, AuditEvent, OutboxJob, Referral, ReferralEvent
+
+#: The Summary of Care items, in the order the dialog lists them. All are sent unless the user unticks them.
+SUMMARY_OF_CARE: list[tuple[str, str]] = [
+    ("problems", "Problems"),
+    ("medications", "Medications"),
+    ("allergies", "Allergies"),
+    ("immunizations", "Immunizations"),
+    ("vital_signs", "Vital signs"),
+    ("results", "Results"),
+    ("procedures", "Procedures"),
+    ("smoking_status", "Smoking status"),
+    ("goals", "Goals"),
+    ("health_concerns", "Health concerns"),
+    ("care_team", "Care team"),
+    ("assessment_plan", "Assessment and plan"),
+    ("reason_for_referral", "Reason for referral"),
+]
+SECTION_KEYS = {key for key, _ in SUMMARY_OF_CARE}
+URGENCIES = ("routine", "urgent", "stat")
+
+
+class ReferralError(ValueError):
+    """A referral that cannot be made as asked; the message says why and what to do."""
+
+
+@dataclass
+class ReferralDraft:
+    """Everything the user decided, before anything is stored."""
+
+    patient_id: int
+    note_id: int | None
+    channel: str
+    direction: str = "transferring"
+    include_note: bool = True
+    excluded_sections: tuple[str, ...] = ()
+    reason: str = ""
+    urgency: str = "routine"
+    recipient: str = ""
+    recipient_name: str = ""
+    contact_id: int | None = None
+    subject: str = ""
+    message: str = ""
+    username: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def sendable_note(note_id: int) -> Note:
+    """The note, if it may be sent; ReferralError says why not (only signed notes leave the practice)."""
+    note = Note.get_or_none(Note.id == note_id)
+    if note is None:
+        raise ReferralError(f"no note with id {note_id}")
+    if not note.signed:
+        raise ReferralError(
+            f"this note is not signed: only signed notes can be sent. Ask {note.author.display_name} to sign it."
+        )
+    return note
+
+
+def default_subject(patient: Patient, direction: str) -> str:
+    what = "Referral" if direction == "transferring" else "Consultation report"
+    return f"{what}: {patient.last_name}, {patient.first_name} (DOB {patient.birth_date:%m/%d/%Y})"
+
+
+def default_message(patient: Patient, direction: str, reason: str) -> str:
+    practice = Practice.select().first()
+    sender = practice.name if practice else "our practice"
+    if direction == "transferring":
+        body = (f"Please see the attached Transition of Care document for {patient.first_name} "
+                f"{patient.last_name}, referred to you by {sender}.")
+        if reason.strip():
+            body += f"\n\nReason for referral: {reason.strip()}"
+        return body + "\n\nPlease send your consultation report back to this address."
+    return (f"Please find attached our report on {patient.first_name} {patient.last_name}, whom you referred "
+            f"to {sender}.")
+
+
+def check_recipient(channel: str, recipient: str) -> str:
+    """The recipient in its stored form for the channel; ReferralError for anything malformed."""
+    try:
+        if channel == "direct":
+            return check_direct_address(recipient)
+        if channel == "efax":
+            return check_fax_number(recipient)
+    except AddressError as exc:
+        raise ReferralError(str(exc)) from exc
+    if not recipient.strip():
+        raise ReferralError("choose a folder or printer")
+    return recipient.strip()
+
+
+def _validate(draft: ReferralDraft) -> tuple[Patient, Note | None, str]:
+    if draft.channel not in CHANNELS:
+        raise ReferralError(f"unknown channel {draft.channel!r}; use one of {', '.join(CHANNELS)}")
+    if draft.direction not in DIRECTIONS:
+        raise ReferralError(f"unknown direction {draft.direction!r}; use transferring or receiving")
+    if draft.urgency not in URGENCIES:
+        raise ReferralError(f"unknown urgency {draft.urgency!r}; use one of {', '.join(URGENCIES)}")
+    unknown = set(draft.excluded_sections) - SECTION_KEYS
+    if unknown:
+        raise ReferralError(f"unknown Summary of Care sections: {', '.join(sorted(unknown))}")
+    patient = Patient.get_or_none(Patient.id == draft.patient_id)
+    if patient is None:
+        raise ReferralError(f"no patient with id {draft.patient_id}")
+    note = sendable_note(draft.note_id) if draft.note_id is not None else None
+    if note is not None and note.patient_id != patient.id:
+        raise ReferralError("that note belongs to another patient")
+    return patient, note, check_recipient(draft.channel, draft.recipient)
+
+
+def new_message_id() -> str:
+    practice = Practice.select().first()
+    domain = practice.direct_address.split("@")[-1] if practice and "@" in practice.direct_address else "referdesk.invalid"
+    return f"<{uuid.uuid4().hex}@{domain}>"
+
+
+def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Referral:
+    """Store the referral, its attachments (in the patient's Documents) and its outbox job, all or nothing."""
+    patient, note, recipient = _validate(draft)
+    now = clock.now()
+    user = User.get_or_none(User.username == draft.username) if draft.username else None
+    with database.atomic():
+        referral = Referral.create(
+            patient=patient,
+            note=note,
+            direction=draft.direction,
+            channel=draft.channel,
+            recipient=recipient,
+            recipient_name=draft.recipient_name.strip(),
+            contact=Contact.get_or_none(Contact.id == draft.contact_id) if draft.contact_id else None,
+            reason=draft.reason.strip(),
+            urgency=draft.urgency,
+            subject=draft.subject.strip() or default_subject(patient, draft.direction),
+            message=draft.message,
+            include_note=draft.include_note,
+            excluded_sections=json.dumps(sorted(draft.excluded_sections)),
+            status="queued",
+            message_id=new_message_id(),
+            created_by=user,
+            created_at=now,
+        )
+        for attachment in attachments:
+            file_document(attachment, owner="patient", patient=patient, referral=referral)
+        ReferralEvent.create(referral=referral, at=now, kind="queued",
+                             detail=f"{len(attachments)} attachment(s), waiting for the {draft.channel} worker")
+        OutboxJob.create(referral=referral, channel=draft.channel, due_at=now, created_at=now)
+        AuditEvent.create(at=now, username=draft.username, action="referral.create", object_type="referral",
+                          object_id=str(referral.id), detail=f"channel={draft.channel}")
+    return referral

@@ -1,0 +1,13 @@
+"""Handing a referral to the outbox: the one call the TUI and `referdesk send` make to send something."""
+
+from __future__ import annotations
+
+from models.documents import Attachment
+from models.referrals import Referral
+from models.referring import ReferralDraft, create_referral
+
+
+def submit_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Referral:
+    """Queue the referral with exactly the attachments the user saw. Delivery happens in the outbox worker;
+    until a worker for the channel exists the referral stays `queued`, and says so."""
+    return create_referral(draft, attachments)
