@@ -163,3 +163,31 @@ def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Refe
         AuditEvent.create(at=now, username=draft.username, action="referral.create", object_type="referral",
                           object_id=str(referral.id), detail=f"channel={draft.channel}")
     return referral
+
+
+def suggested_reason(patient_id: int) -> str:
+    """The reason the chart already gives: the latest planned referral, if any."""
+    from models.clinical import PlanItem
+
+    item = (
+        PlanItem.select()
+        .where(PlanItem.patient == patient_id, PlanItem.description.startswith("Referral to"))
+        .order_by(PlanItem.planned_on.desc())
+        .first()
+    )
+    return item.description if item else ""
+
+
+CHANNEL_NAMES = {"direct": "Direct", "efax": "eFax", "print": "print"}
+
+
+def referral_outcome(referral_id: int) -> tuple[str, str]:
+    """What to tell the user about a referral just made, and its kind: sent, queued or failed."""
+    referral = Referral.get_by_id(referral_id)
+    documents = referral.documents.count()
+    if referral.status in ("sent", "delivered", "report-received"):
+        return f"Successfully Sent — referral #{referral.id} to {referral.recipient}.", "sent"
+    if referral.status == "failed":
+        return f"Not sent — referral #{referral.id}: {referral.status_reason}", "failed"
+    return (f"Queued — referral #{referral.id} and {documents} document(s) are stored; it is sent when the "
+            f"{CHANNEL_NAMES[referral.channel]} outbox worker runs.", "queued")

@@ -121,6 +121,13 @@ PRACTICE_CLINICIANS = [
     ("Grace", "Whitfield", "PA-C", "207Q00000X"),
 ]
 
+INVALID_CONTACTS = [
+    ("invalid", "no certificate published for this address"),
+    ("invalid", "certificate not trusted: it does not chain to a trust anchor"),
+    ("invalid", "certificate expired"),
+    ("invalid", "certificate revoked"),
+]
+
 ORG_WORDS = ["Valley", "Lakeside", "Summit", "Northside", "Harbor", "Prairie", "Cedar Ridge", "Bayview", "Riverside",
              "Mountain View", "Greenfield", "Oakmont"]
 
@@ -264,13 +271,20 @@ def _seed_directory_and_contacts(rng: random.Random, external: list[Provider]) -
     DirectoryEntry.insert_many(entries).on_conflict_ignore().execute()
 
     contacts = []
-    for p in rng.sample(external, 48):
+    for n, p in enumerate(rng.sample(external, 48)):
         name = f"{p.first_name} {p.last_name}, {p.credentials}"
         fax_only = rng.random() < 0.15
+        # What the last check found (stored state until live certificate discovery exists): mostly verified,
+        # a few of each failure the To: field must tell apart.
+        state, reason = ("verified", "") if n % 6 else INVALID_CONTACTS[(n // 6) % len(INVALID_CONTACTS)]
+        checked = dt.datetime.combine(REFERENCE_DATE - dt.timedelta(days=rng.randrange(1, 90)), dt.time(9))
         contacts.append(dict(
             name=name, organization=p.organization, specialty=p.specialty, npi=p.npi,
             direct_address="" if fax_only else p.direct_address, fax=p.fax, phone=p.phone, provider=p.id,
             name_norm=normalize(name),
+            verification="unverified" if fax_only else state, verification_reason="" if fax_only else reason,
+            verified_at=None if fax_only else checked,
+            cert_fingerprint="" if fax_only or state != "verified" else f"{rng.getrandbits(256):064x}",
         ))
     Contact.insert_many(contacts).execute()
     return len(entries) + len(contacts)

@@ -17,13 +17,16 @@ from models.config import Config
 class ReferdeskApp(App[None]):
     TITLE = "referdesk"
     CSS_PATH = "app.tcss"
+    # Global keys stay out of the footer (it shows the current screen's keys); Help and the palette list them.
     BINDINGS = [
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
-        Binding("f2,ctrl+f", "search_patients", "Patients", id="app.patients"),
-        Binding("f3,ctrl+r", "referrals", "Referrals", id="app.referrals"),
-        Binding("f4,ctrl+o", "practice_documents", "Documents", id="app.documents"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", show=False),
+        Binding("f2,ctrl+f", "search_patients", "Patients", id="app.patients", show=False),
+        Binding("f3,ctrl+r", "referrals", "Referrals", id="app.referrals", show=False),
+        Binding("f4,ctrl+o", "practice_documents", "Documents", id="app.documents", show=False),
         Binding("f1,question_mark", "help", "Help", id="app.help"),
     ]
+    # Screens lay out tighter on 24-line terminals ("-short") than on tall ones.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
 
     def __init__(self, config: Config | None = None, *, demo: bool = False, username: str = "") -> None:
         super().__init__()
@@ -67,6 +70,26 @@ class ReferdeskApp(App[None]):
         from tui.screens.note_view import NoteViewScreen
 
         self.push_screen(NoteViewScreen(note_id))
+
+    def start_referral(self, note_id: int, channel: str, direction: str) -> None:
+        """Send Referral By …: the referral dialog, then the message window, then the outcome on the note."""
+        from models.charts import get_note, get_patient
+        from tui.dialogs.send_referral import SendReferralDialog
+        from tui.screens.compose import ComposeScreen
+
+        note = get_note(note_id)
+        note_screen = self.screen
+
+        def sent(referral_id: int | None) -> None:
+            if referral_id is not None and hasattr(note_screen, "show_outcome"):
+                note_screen.show_outcome(referral_id)
+
+        def chosen(draft) -> None:
+            if draft is not None:
+                folder = str(self.config.section("print").get("folder", "~/referrals")) if self.config else "~/referrals"
+                self.push_screen(ComposeScreen(draft, default_folder=folder), sent)
+
+        self.push_screen(SendReferralDialog(note, get_patient(note.mrn), channel, direction), chosen)
 
     def action_referrals(self) -> None:
         from tui.screens.referrals import ReferralsScreen

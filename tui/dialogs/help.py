@@ -27,15 +27,19 @@ class HelpDialog(ModalScreen[None]):
         seen = set()
         for key, active in self.under.active_bindings.items():
             binding = active.binding
-            if not binding.description or (binding.action, binding.description) in seen:
+            # Ours all carry an id (so they can be remapped); Textual's scrolling keys would only add noise.
+            if not binding.id or not binding.description or (binding.action, binding.description) in seen:
                 continue
             seen.add((binding.action, binding.description))
-            rows.append((self.app.get_key_display(binding), binding.description))
+            rows.append((self.app.get_key_display(binding), binding.description, binding.id))
         with VerticalScroll():
-            yield Static(f"[b]Keys[/b] — {self.under.__class__.__doc__.splitlines()[0] if self.under.__class__.__doc__ else ''}")
+            about = (self.under.__class__.__doc__ or "").strip().splitlines()
+            yield Static(f"[b]Keys[/b] — {about[0] if about else 'this screen'}")
             table = DataTable(cursor_type="none", show_header=False)
-            table.add_columns("Key", "Does")
+            table.add_columns("Key", "Does", "Id")
             for row in sorted(rows, key=lambda r: r[1]):
                 table.add_row(*row)
             yield table
-            yield Static("Tab / Shift+Tab move between fields · Esc backs out · Ctrl+P lists every action")
+            yield Static("Tab / Shift+Tab move between fields · arrows and PgUp/PgDn scroll · Esc backs out · "
+                         "Ctrl+P lists every action. Remap a key in the config file: [keymap] then "
+                         "\"app.help\" = \"f9\"", markup=False)

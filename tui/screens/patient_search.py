@@ -20,6 +20,9 @@ class PatientSearchScreen(ReferdeskScreen):
     BINDINGS = [
         Binding("down", "focus_results", "Results", show=False, id="search.results"),
         Binding("escape", "clear", "Clear", id="search.clear"),
+        Binding("f3", "app.referrals", "Referrals", id="search.referrals"),
+        Binding("f4", "app.practice_documents", "Documents", id="search.documents"),
+        Binding("ctrl+q", "app.quit", "Quit", id="search.quit"),
     ]
 
     def compose(self) -> ComposeResult:

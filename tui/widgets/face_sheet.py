@@ -1,27 +1,32 @@
-"""Face sheet: demographics, active problems, medications, allergies, care team and recent encounters."""
+"""Face sheet: demographics, active problems, medications, allergies, care team and recent encounters.
+
+Read-only, so the lists are Rich tables in Static widgets: they wrap to any width without scrollbars.
+"""
 
 from __future__ import annotations
 
+from rich import box
+from rich.table import Table
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from models.charts import face_sheet
 from tui.widgets.pane import Pane
 
 
-def _table(columns: tuple[str, ...], rows: list[tuple], empty: str) -> DataTable | Static:
+def _table(columns: tuple[str, ...], rows: list[tuple], empty: str) -> Static:
     if not rows:
         return Static(empty, classes="pane-empty")
-    table = DataTable(cursor_type="none", show_cursor=False, zebra_stripes=False)
-    table.add_columns(*columns)
-    table.add_rows(rows)
-    return table
+    table = Table(*columns, box=box.SIMPLE_HEAD, expand=True, pad_edge=False, show_edge=False,
+                  header_style="bold")
+    for row in rows:
+        table.add_row(*row)
+    return Static(table)
 
 
 class FaceSheetPane(Pane):
     DEFAULT_CSS = """
     FaceSheetPane { padding: 0 1; }
-    FaceSheetPane DataTable { height: auto; }
     """
 
     def __init__(self, mrn: str, **kwargs) -> None:
@@ -31,12 +36,11 @@ class FaceSheetPane(Pane):
     def compose(self) -> ComposeResult:
         sheet = face_sheet(self.mrn)
         p = sheet.patient
+        sex = {"F": "Female", "M": "Male"}.get(p.sex, "Unknown")
         address = ", ".join(part for part in (p.address_line, p.city, f"{p.state} {p.postal_code}".strip()) if part)
         yield Static("Demographics", classes="pane-title")
-        yield Static(
-            f"Age {sheet.age} · {'Female' if p.sex == 'F' else 'Male' if p.sex == 'M' else 'Unknown'} · "
-            f"language {p.language}\n{address}\n{p.phone}{'  ·  ' + p.email if p.email else ''}"
-        )
+        yield Static(f"Age {sheet.age} · {sex} · language {p.language}\n{address}\n"
+                     f"{p.phone}{'  ·  ' + p.email if p.email else ''}", markup=False)
         yield Static("Active problems", classes="pane-title")
         yield _table(("Problem", "ICD-10", "Onset"), sheet.problems, "No active problems recorded.")
         yield Static("Medications", classes="pane-title")

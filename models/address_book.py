@@ -1,0 +1,68 @@
+"""The address book as the To: field uses it: suggestions as the user types, and what is known of an address."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from peewee import fn
+
+from models.contacts import Contact
+from models.db import starts_with
+from models.text import normalize
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    contact_id: int
+    name: str
+    organization: str
+    specialty: str
+    address: str  # the Direct address or the fax number, for the channel asked
+    verification: str
+    verification_reason: str
+    verified_at: dt.datetime | None
+
+
+def suggest_contacts(text: str, channel: str = "direct", limit: int = 8) -> list[Suggestion]:
+    """Contacts whose name (any part) or address starts with what was typed, name matches first."""
+    field = Contact.direct_address if channel == "direct" else Contact.fax
+    key = normalize(text or "")[:100]
+    typed = (text or "").strip().lower()[:254]
+    if not key and not typed:
+        return []
+    has_address = field != ""
+    lower = fn.LOWER(field)
+    clauses = []
+    if key:
+        clauses += [starts_with(Contact.name_norm, key), Contact.name_norm.contains(key)]
+    if typed:
+        clauses.append(starts_with(lower, typed))
+    seen: dict[int, Suggestion] = {}
+    for clause in clauses:
+        for contact in Contact.select().where(clause & has_address).order_by(Contact.name).limit(limit):
+            if contact.id not in seen and len(seen) < limit:
+                seen[contact.id] = _suggestion(contact, channel)
+    return list(seen.values())
+
+
+def _suggestion(contact: Contact, channel: str) -> Suggestion:
+    return Suggestion(
+        contact_id=contact.id,
+        name=contact.name,
+        organization=contact.organization,
+        specialty=contact.specialty,
+        address=contact.direct_address if channel == "direct" else contact.fax,
+        verification=contact.verification if channel == "direct" else "",
+        verification_reason=contact.verification_reason,
+        verified_at=contact.verified_at,
+    )
+
+
+def contact_by_address(address: str) -> Contact | None:
+    """The address-book entry for a Direct address (domain case-insensitive, as addresses are stored)."""
+    return (
+        Contact.select()
+        .where(fn.LOWER(Contact.direct_address) == address.strip().lower())
+        .first()
+    )

@@ -1,0 +1,415 @@
+"""The referral workflow by keys only: chart → notes → note → ToC → Send Referral By → dialog → message → Send.
+
+Snapshots cover every screen and dialog state at 80×24 and 120×40; Pilot tests drive the flow and check what
+was stored. The database is a real seeded SQLite file; the clock is frozen (conftest).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.widgets import Input, OptionList, SelectionList, Static
+
+from models.charts import list_notes
+from models.contacts import Contact
+from models.patients import Note, Patient
+from models.referrals import Document, OutboxJob, Referral, ReferralEvent
+from tui.app import ReferdeskApp
+from tui.dialogs.send_referral import SendReferralDialog
+from tui.screens.chart import ChartScreen
+from tui.screens.compose import ComposeScreen
+from tui.screens.note_view import NoteViewScreen
+
+SIZES = [(80, 24), (120, 40)]
+size_ids = lambda s: f"{s[0]}x{s[1]}"  # noqa: E731
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def signed_note() -> Note:
+    return (Note.select().where(Note.signed_at.is_null(False)).order_by(Note.patient, Note.written_at.desc())
+            .first())
+
+
+def unsigned_note() -> Note:
+    return Note.select().where(Note.signed_at.is_null()).order_by(Note.id).first()
+
+
+def contact(state: str, reason_part: str = "") -> Contact:
+    query = Contact.select().where(Contact.verification == state, Contact.direct_address != "")
+    if reason_part:
+        query = query.where(Contact.verification_reason.contains(reason_part))
+    return query.order_by(Contact.id).first()
+
+
+async def type_text(pilot, text: str, *, by_keys: bool) -> None:
+    """Type into the focused input: key by key in flow tests, at once where only the result is pictured
+    (Pilot spends ~60 ms a key)."""
+    if by_keys:
+        await pilot.press(*text)
+    else:
+        pilot.app.focused.insert_text_at_cursor(text)
+        await pilot.pause()
+
+
+async def open_chart(pilot, mrn: str, *, by_keys: bool = True) -> None:
+    await pilot.pause()
+    await type_text(pilot, mrn, by_keys=by_keys)
+    await settle(pilot)
+    await pilot.press("enter", "enter")  # into the results, then open
+    await pilot.pause()
+
+
+async def open_note(pilot, note: Note, *, by_keys: bool = True) -> None:
+    await open_chart(pilot, note.patient.mrn, by_keys=by_keys)
+    await pilot.press("2")  # Notes
+    await pilot.pause()
+    index = [n.id for n in list_notes(note.patient.mrn)].index(note.id)
+    await pilot.press(*["down"] * index, "enter")
+    await pilot.pause()
+
+
+async def to_dialog(pilot, note: Note, channel_key: str = "d", *, by_keys: bool = True) -> None:
+    await open_note(pilot, note, by_keys=by_keys)
+    await pilot.press("t", channel_key)
+    await pilot.pause()
+
+
+async def to_compose(pilot, note: Note, channel_key: str = "d", *, by_keys: bool = True) -> None:
+    await to_dialog(pilot, note, channel_key, by_keys=by_keys)
+    await pilot.press("tab")  # to the reason field
+    await pilot.press("ctrl+a", "ctrl+k")
+    await type_text(pilot, "Cardiology evaluation", by_keys=by_keys)
+    await pilot.press("ctrl+s")
+    await settle(pilot)
+
+
+def run(steps):
+    async def run_before(pilot) -> None:
+        await steps(pilot)
+        await settle(pilot)
+
+    return run_before
+
+
+# --- snapshots ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_face_sheet(seeded, snap_compare, size):
+    mrn = signed_note().patient.mrn
+    steps = lambda p: open_chart(p, mrn, by_keys=False)  # noqa: E731
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_notes_pane(seeded, snap_compare, size):
+    mrn = signed_note().patient.mrn
+
+    async def steps(pilot):
+        await open_chart(pilot, mrn, by_keys=False)
+        await pilot.press("2")
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_signed_note_with_transferring_chosen(seeded, snap_compare, size):
+    note = signed_note()
+
+    async def steps(pilot):
+        await open_note(pilot, note, by_keys=False)
+        await pilot.press("t")
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_unsigned_note_says_why_it_cannot_be_sent(seeded, snap_compare, size):
+    note = unsigned_note()
+    steps = lambda p: open_note(p, note, by_keys=False)  # noqa: E731
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_send_referral_dialog(seeded, snap_compare, size):
+    note = signed_note()
+    steps = lambda p: to_dialog(p, note, by_keys=False)  # noqa: E731
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_send_referral_dialog_asks_for_a_reason(seeded, snap_compare, size):
+    note = signed_note()
+
+    async def steps(pilot):
+        await to_dialog(pilot, note, by_keys=False)
+        await pilot.press("tab", "ctrl+a", "ctrl+k", "ctrl+s")
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_direct_message_window(seeded, snap_compare, size):
+    note = signed_note()
+    steps = lambda p: to_compose(p, note, by_keys=False)  # noqa: E731
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_address_book_suggestions(seeded, snap_compare, size):
+    note, verified = signed_note(), contact("verified")
+
+    async def steps(pilot):
+        await to_compose(pilot, note, by_keys=False)
+        await type_text(pilot, verified.name[:3], by_keys=False)
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+@pytest.mark.parametrize("case", ["verified", "no-certificate", "expired", "malformed", "unknown"])
+def test_snapshot_recipient_verdicts(seeded, snap_compare, size, case):
+    note = signed_note()
+    typed = {
+        "verified": lambda: contact("verified").direct_address,
+        "no-certificate": lambda: contact("invalid", "no certificate").direct_address,
+        "expired": lambda: contact("invalid", "expired").direct_address,
+        "malformed": lambda: "dr.smith@@direct example",
+        "unknown": lambda: "someone@direct.unknown-clinic.example",
+    }[case]()
+
+    async def steps(pilot):
+        await to_compose(pilot, note, by_keys=False)
+        await type_text(pilot, typed, by_keys=False)
+        await pilot.press("enter")
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_find_in_directory(seeded, snap_compare, size):
+    note = signed_note()
+
+    async def steps(pilot):
+        await to_compose(pilot, note, by_keys=False)
+        await pilot.press("f6")
+        await type_text(pilot, "cardio", by_keys=False)
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_efax_window(seeded, snap_compare, size):
+    note = signed_note()
+    steps = lambda p: to_compose(p, note, "f", by_keys=False)  # noqa: E731
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_print_window(seeded, snap_compare, size, tmp_path):
+    note = signed_note()
+
+    async def steps(pilot):
+        await to_compose(pilot, note, "p", by_keys=False)
+        await pilot.press("ctrl+a", "ctrl+k")
+        await type_text(pilot, "/tmp/referrals-snapshot", by_keys=False)
+        await pilot.press("enter")
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_queued_outcome_on_the_note(seeded, snap_compare, size):
+    note, verified = signed_note(), contact("verified")
+
+    async def steps(pilot):
+        await to_compose(pilot, note, by_keys=False)
+        await type_text(pilot, verified.direct_address, by_keys=False)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=size_ids)
+def test_snapshot_help(seeded, snap_compare, size):
+    note = signed_note()
+
+    async def steps(pilot):
+        await open_note(pilot, note, by_keys=False)
+        await pilot.press("f1")
+
+    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+
+
+# --- keyboard flows -------------------------------------------------------------------------------------
+
+
+async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outbox_job(seeded):
+    note, chosen = signed_note(), contact("verified")
+    app = ReferdeskApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_dialog(pilot, note)
+        assert isinstance(app.screen, SendReferralDialog)
+        sections = app.screen.query_one("#sections", SelectionList)
+        assert len(sections.selected) == 13  # every Summary of Care item starts ticked
+        await pilot.press("down", "down", "down", "space")  # untick Immunizations
+        await pilot.press("down", "down", "down", "down", "down", "space")  # untick Goals
+        await pilot.press("tab", "ctrl+a", "ctrl+k", *"Cardiology evaluation")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert isinstance(app.screen, ComposeScreen)
+
+        await pilot.press(*chosen.name[:4])
+        await pilot.pause()
+        suggestions = app.screen.query_one("#suggestions", OptionList)
+        assert suggestions.option_count >= 1
+        assert chosen.name in str(suggestions.get_option_at_index(0).prompt)
+        await pilot.press("down", "enter")
+        assert app.screen.query_one("#to", Input).value == chosen.direct_address
+        await settle(pilot)
+        verdict = str(app.screen.query_one("#verdict", Static).content)
+        assert verdict.startswith("✓ verified (address book, checked")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+
+        assert isinstance(app.screen, NoteViewScreen)
+        banner = str(app.screen.query_one("#outcome", Static).content)
+        assert banner.startswith("Queued — referral #") and "Successfully Sent" not in banner
+
+        await pilot.press("f3")
+        await settle(pilot)
+        from tui.screens.referrals import ReferralsScreen
+
+        assert isinstance(app.screen, ReferralsScreen)
+
+    referral = Referral.select().where(Referral.note == note.id, Referral.status == "queued").get()
+    assert referral.recipient == chosen.direct_address
+    assert referral.contact_id == chosen.id
+    assert referral.direction == "transferring" and referral.channel == "direct"
+    assert json.loads(referral.excluded_sections) == ["goals", "immunizations"]
+    assert referral.reason == "Cardiology evaluation"
+    assert referral.message_id.startswith("<") and referral.message_id.endswith(">")
+    assert OutboxJob.select().where(OutboxJob.referral == referral, OutboxJob.state == "pending").count() == 1
+    (document,) = Document.select().where(Document.referral == referral)
+    assert document.owner == "patient" and document.patient_id == note.patient_id
+    assert b"CHIEF COMPLAINT" in bytes(document.content)
+    assert [e.kind for e in ReferralEvent.select().where(ReferralEvent.referral == referral)] == ["queued"]
+
+
+async def test_send_is_impossible_until_the_recipient_is_verified(seeded):
+    note, bad = signed_note(), contact("invalid", "no certificate")
+    app = ReferdeskApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_compose(pilot, note)
+        await pilot.press(*bad.direct_address, "enter")
+        await settle(pilot)
+        verdict = str(app.screen.query_one("#verdict", Static).content)
+        assert verdict == ("✗ Invalid Direct Address: no certificate published for this address "
+                           f"(address book, checked {bad.verified_at:%m/%d/%Y})")
+        assert app.screen.query_one("#send").disabled
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert isinstance(app.screen, ComposeScreen)
+        await pilot.press("shift+tab", "ctrl+a", "ctrl+k", *"not an address", "tab")
+        await settle(pilot)
+        assert str(app.screen.query_one("#verdict", Static).content).startswith(
+            "✗ Invalid Direct Address: malformed")
+    assert Referral.select().where(Referral.note == note.id).count() == 0
+
+
+async def test_escape_backs_out_of_every_step_without_storing_anything(seeded):
+    note = signed_note()
+    before = (Referral.select().count(), Document.select().count(), OutboxJob.select().count())
+    app = ReferdeskApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_compose(pilot, note)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, NoteViewScreen)
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, SendReferralDialog)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, NoteViewScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ChartScreen)
+    assert (Referral.select().count(), Document.select().count(), OutboxJob.select().count()) == before
+
+
+async def test_unsigned_note_cannot_start_a_referral(seeded):
+    note = unsigned_note()
+    app = ReferdeskApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_note(pilot, note)
+        assert isinstance(app.screen, NoteViewScreen)
+        text = str(app.screen.query_one("#unsigned", Static).content)
+        assert text == (f"This note is unsigned: only signed notes can be sent. Ask {note.author.display_name} "
+                        "to sign it.")
+        await pilot.press("t", "d", "f", "p")
+        await pilot.pause()
+        assert isinstance(app.screen, NoteViewScreen)
+
+
+async def test_find_in_directory_fills_the_to_field(seeded):
+    note = signed_note()
+    app = ReferdeskApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_compose(pilot, note)
+        await pilot.press("f6", *"cardio")
+        await settle(pilot)
+        table = app.screen.query_one("#dir-results")
+        assert table.row_count > 0
+        expected = str(table.get_row_at(0)[1])
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ComposeScreen)
+        assert app.screen.query_one("#to", Input).value == expected
+
+
+async def test_efax_needs_a_valid_number_and_a_cover_sheet_name(seeded):
+    note = signed_note()
+    app = ReferdeskApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_compose(pilot, note, "f")
+        await pilot.press(*"555-0100", "enter")
+        await settle(pilot)
+        assert "needs 10 digits" in str(app.screen.query_one("#verdict", Static).content)
+        await pilot.press("shift+tab", "ctrl+a", "ctrl+k", *"(217) 555-0142", "enter")
+        await settle(pilot)
+        assert str(app.screen.query_one("#verdict", Static).content) == "✓ verified — fax number (217) 555-0142"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert "cover sheet" in str(app.screen.query_one("#outcome", Static).content)
+        await pilot.press(*"Dr. Ana Ruiz", "ctrl+s")
+        await settle(pilot)
+        assert isinstance(app.screen, NoteViewScreen)
+    referral = Referral.select().where(Referral.channel == "efax").order_by(Referral.id.desc()).first()
+    assert (referral.recipient, referral.recipient_name, referral.status) == ("2175550142", "Dr. Ana Ruiz", "queued")
+
+
+async def test_keymap_from_the_config_file_remaps_a_binding(seeded, tmp_path):
+    from models.config import load_config
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[keymap]\n"app.help" = "f9"\n')
+    app = ReferdeskApp(config=load_config(config_file, db_url="sqlite:////unused.db", env={}))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("f9")
+        await pilot.pause()
+        from tui.dialogs.help import HelpDialog
+
+        assert isinstance(app.screen, HelpDialog)
+        await pilot.press("escape")
+        await pilot.press("f1")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpDialog)
