@@ -1,0 +1,170 @@
+"""Making a referral below the screens: validation, the one-transaction store, address checks, verdicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from documents.packet import build_attachments
+from models.address_book import contact_by_address, suggest_contacts
+from models.addresses import AddressError, check_direct_address, check_fax_number
+from models.contacts import Contact
+from models.documents import Attachment, DocumentError
+from models.patients import Note
+from models.referrals import AuditEvent, Document, OutboxJob, Referral, ReferralEvent
+from models.referring import ReferralDraft, ReferralError, create_referral, referral_outcome, sendable_note
+from transports.verify import verify_direct_address, verify_fax_number, verify_print_folder
+
+
+def counts():
+    return tuple(m.select().count() for m in (Referral, ReferralEvent, Document, OutboxJob, AuditEvent))
+
+
+@pytest.fixture
+def note(seeded):
+    return Note.select().where(Note.signed_at.is_null(False)).order_by(Note.id).first()
+
+
+def draft(note, **changes) -> ReferralDraft:
+    values = dict(patient_id=note.patient_id, note_id=note.id, channel="direct",
+                  recipient="Cardio@Direct.Valley-Cardio.Example", reason="Chest pain on exertion")
+    values.update(changes)
+    return ReferralDraft(**values)
+
+
+def test_create_referral_stores_everything_in_one_go(note):
+    attachments = build_attachments(draft(note))
+    referral = create_referral(draft(note, excluded_sections=("goals",), username="frontdesk"), attachments)
+    assert referral.status == "queued"
+    assert referral.recipient == "Cardio@direct.valley-cardio.example"  # domain lower-cased, local part kept
+    assert json.loads(referral.excluded_sections) == ["goals"]
+    assert referral.subject.startswith("Referral: ")
+    assert referral.created_by.username == "frontdesk"
+    (doc,) = referral.documents
+    assert doc.sha256 and doc.size == len(bytes(doc.content)) == attachments[0].size
+    assert [j.state for j in referral.jobs] == ["pending"]
+    assert [e.kind for e in referral.events] == ["queued"]
+    audit = AuditEvent.get(AuditEvent.object_id == str(referral.id))
+    assert note.patient.last_name not in audit.detail  # ids only, no PHI
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"channel": "pigeon"}, "unknown channel"),
+    ({"direction": "sideways"}, "unknown direction"),
+    ({"urgency": "whenever"}, "unknown urgency"),
+    ({"excluded_sections": ("problems", "horoscope")}, "unknown Summary of Care sections: horoscope"),
+    ({"recipient": "not an address"}, "malformed"),
+    ({"channel": "efax", "recipient": "555-0100"}, "needs 10 digits"),
+    ({"patient_id": 999_999}, "no patient"),
+    ({"note_id": 999_999}, "no note"),
+])
+def test_bad_drafts_are_refused_and_change_nothing(note, changes, message):
+    before = counts()
+    with pytest.raises(ReferralError, match=message):
+        create_referral(draft(note, **changes), [])
+    assert counts() == before
+
+
+def test_an_unsigned_note_cannot_be_sent(seeded):
+    unsigned = Note.select().where(Note.signed_at.is_null()).first()
+    with pytest.raises(ReferralError, match="not signed: only signed notes can be sent. Ask .* to sign it"):
+        sendable_note(unsigned.id)
+    with pytest.raises(ReferralError, match="not signed"):
+        create_referral(draft(unsigned), [])
+
+
+def test_a_note_of_another_patient_is_refused(note):
+    other = Note.select().where(Note.patient != note.patient_id, Note.signed_at.is_null(False)).first()
+    with pytest.raises(ReferralError, match="another patient"):
+        create_referral(draft(note, note_id=other.id), [])
+
+
+def test_an_oversized_attachment_rolls_back_the_whole_referral(note):
+    before = counts()
+    big = Attachment("scan.pdf", "application/pdf", b"%PDF" + b"0" * (25 * 1024 * 1024), kind="report")
+    with pytest.raises(DocumentError, match="the limit is 25 MB"):
+        create_referral(draft(note), [Attachment("a.txt", "text/plain", b"ok"), big])
+    assert counts() == before
+
+
+def test_outcome_never_says_sent_for_a_queued_referral(note):
+    referral = create_referral(draft(note), build_attachments(draft(note)))
+    text, state = referral_outcome(referral.id)
+    assert state == "queued" and text.startswith(f"Queued — referral #{referral.id} and 1 document(s)")
+    referral.status = "sent"
+    referral.save()
+    assert referral_outcome(referral.id)[1] == "sent"
+
+
+def test_attachments_follow_the_encounter_note_choice(note):
+    assert [a.kind for a in build_attachments(draft(note))] == ["note"]
+    assert build_attachments(draft(note, include_note=False)) == []
+    text = build_attachments(draft(note))[0].content.decode()
+    assert f"MRN {note.patient.mrn}" in text and "ASSESSMENT" in text
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "empty"), ("a b@c.example", "spaces"), ("no-at-sign", "exactly one @"), ("a@@b.example", "exactly one @"),
+    ("a@localhost", "not a valid domain"), (".a@b.example", "before the @"), ("a@-b.example", "not a valid domain"),
+    ("josé@b.example", "ASCII"), ("a" * 65 + "@b.example", "before the @"),
+])
+def test_malformed_direct_addresses_say_what_is_wrong(text, reason):
+    with pytest.raises(AddressError, match=reason):
+        check_direct_address(text)
+
+
+def test_direct_address_forms_accepted():
+    assert check_direct_address(" mailto:Dr.Who+ref@Direct.Example.ORG ") == "Dr.Who+ref@direct.example.org"
+
+
+@pytest.mark.parametrize("text, result", [
+    ("(217) 555-0142", "2175550142"), ("1-217-555-0142", "2175550142"), ("217.555.0142", "2175550142"),
+])
+def test_fax_numbers(text, result):
+    assert check_fax_number(text) == result
+
+
+@pytest.mark.parametrize("text", ["555-0142", "017-555-0142", "217-155-0142", "217-555-014x"])
+def test_bad_fax_numbers(text):
+    with pytest.raises(AddressError):
+        check_fax_number(text)
+
+
+def test_suggestions_match_any_part_of_the_name_and_the_address(seeded):
+    contact = Contact.select().where(Contact.direct_address != "").order_by(Contact.id).first()
+    last = contact.name.split(",")[0].split()[-1]
+    by_last = suggest_contacts(last[:4])
+    assert contact.id in [s.contact_id for s in by_last]
+    by_address = suggest_contacts(contact.direct_address[:6].upper())
+    assert contact.id in [s.contact_id for s in by_address]
+    assert all(s.address for s in suggest_contacts("a", "direct"))
+    assert suggest_contacts("😀'\"*") == [] and suggest_contacts("") == []
+    fax_only = Contact.select().where(Contact.direct_address == "").first()
+    assert fax_only.id not in [s.contact_id for s in suggest_contacts(fax_only.name[:5], "direct")]
+    assert fax_only.id in [s.contact_id for s in suggest_contacts(fax_only.name[:5], "efax")]
+
+
+def test_verdicts_come_from_form_then_the_address_book_and_say_so(seeded):
+    assert verify_direct_address("nope").state == "invalid"
+    assert verify_direct_address("nope").source == "form"
+    good = Contact.get(Contact.verification == "verified")
+    verdict = verify_direct_address(good.direct_address)
+    assert (verdict.ok, verdict.source, verdict.checked_at) == (True, "address-book", good.verified_at)
+    revoked = Contact.get(Contact.verification_reason == "certificate revoked")
+    verdict = verify_direct_address(revoked.direct_address)
+    assert (verdict.state, verdict.reason) == ("invalid", "certificate revoked")
+    unknown = verify_direct_address("someone@direct.nowhere.example")
+    assert (unknown.state, unknown.source) == ("unverified", "none") and not unknown.ok
+    local, domain = good.direct_address.split("@")
+    assert contact_by_address(f"{local}@{domain.upper()}").id == good.id
+
+
+def test_fax_and_folder_verdicts(tmp_path):
+    assert verify_fax_number("(217) 555-0142").recipient == "2175550142"
+    assert verify_fax_number("12").state == "invalid"
+    assert verify_print_folder(str(tmp_path)).ok
+    assert verify_print_folder(str(tmp_path / "new")).reason == "folder will be created"
+    (tmp_path / "file").write_text("x")
+    assert "is a file" in verify_print_folder(str(tmp_path / "file")).reason
+    assert "does not exist" in verify_print_folder(str(tmp_path / "a" / "b")).reason
