@@ -56,6 +56,11 @@ def test_case_accents_and_punctuation_do_not_matter(people):
     assert names(search_patients("jose")) == ["Müller, José"]
 
 
+def test_umlauts_can_be_typed_spelled_out(people):
+    assert names(search_patients("mue")) == ["Müller, José"]
+    assert names(search_patients("mueller")) == ["Müller, José"]
+
+
 def test_later_parts_of_multi_part_names_rank_after_direct_matches(people):
     assert names(search_patients("lop")) == ["Lopez, Ana", "Garcia-Lopez, María"]
     assert names(search_patients("berg")) == ["van der Berg, Pieter"]

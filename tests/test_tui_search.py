@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import DataTable, Input
+from textual.widgets import Input
+
+from tui.widgets.result_list import ResultList
 
 from tui.app import ReferdeskApp
 from tui.screens.chart import ChartScreen
@@ -47,12 +49,12 @@ async def test_typing_shows_matches_and_enter_opens_the_patient(seeded):
         await pilot.pause()
         await pilot.press("o", "'", "b")
         await settle(pilot)
-        table = app.screen.query_one("#results", DataTable)
-        assert table.row_count > 0
-        first_name = str(table.get_row_at(0)[0])
-        assert first_name.lower().startswith("o")
+        results = app.screen.query_one("#results", ResultList)
+        assert results.count > 0
+        first = results.lines[0]
+        assert first.lower().startswith("o")
         await pilot.press("down")
-        assert table.has_focus
+        assert results.has_focus
         await pilot.press("down", "enter")
         await pilot.pause()
         assert isinstance(app.screen, ChartScreen)
@@ -68,12 +70,12 @@ async def test_stale_results_never_overwrite_newer_ones(seeded):
         screen = app.screen
         await pilot.press("n", "g")
         await settle(pilot)
-        ng_rows = screen.query_one("#results", DataTable).row_count
+        ng_rows = screen.query_one("#results", ResultList).count
         from models.search import search_patients
 
         # An answer for an older query arrives after the user typed on: it must be dropped.
         screen.show_results("zz", search_patients("ga"))
-        assert screen.query_one("#results", DataTable).row_count == ng_rows
+        assert screen.query_one("#results", ResultList).count == ng_rows
         assert screen.query_one("#query", Input).value == "ng"
 
 
@@ -91,7 +93,7 @@ async def test_escape_clears_and_f2_returns_to_search_from_a_chart(seeded):
         assert isinstance(app.screen, PatientSearchScreen)
         await pilot.press("escape")
         assert app.screen.query_one("#query", Input).value == ""
-        assert app.screen.query_one("#results", DataTable).row_count == 0
+        assert app.screen.query_one("#results", ResultList).count == 0
 
 
 async def test_one_letter_shows_the_hint_not_results(seeded):
@@ -100,5 +102,5 @@ async def test_one_letter_shows_the_hint_not_results(seeded):
         await pilot.pause()
         await pilot.press("s")
         await settle(pilot)
-        assert app.screen.query_one("#results", DataTable).row_count == 0
+        assert app.screen.query_one("#results", ResultList).count == 0
         assert "at least 2 letters" in str(app.screen.query_one("#status").content)
