@@ -5,6 +5,7 @@ Screens present and delegate; this class only knows how to get from one screen t
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Iterable
 
 from textual.app import App, SystemCommand
@@ -116,9 +117,9 @@ class ReferdeskApp(App[None]):
         seen = set()
         for key, active in screen.active_bindings.items():
             binding = active.binding
-            if not binding.description or binding.action in seen or not active.enabled:
+            if not binding.id or not binding.description or binding.action in seen or not active.enabled:
                 continue
             seen.add(binding.action)
-            yield SystemCommand(binding.description, f"key: {key}", lambda a=binding.action, n=active.node:
-                                self.run_action(a, n))
+            yield SystemCommand(binding.description, f"key: {self.get_key_display(binding)}",
+                                partial(self.call_later, self.run_action, binding.action, active.node))
         yield from super().get_system_commands(screen)
