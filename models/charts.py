@@ -142,3 +142,14 @@ def get_note(note_id: int) -> NoteView:
         signed_at=note.signed_at,
         sections=note.sections,
     )
+
+
+def latest_signed_note(mrn: str) -> int | None:
+    """The id of the patient's most recent signed note: what `referdesk send` sends when no note is named."""
+    patient = get_patient(mrn)
+    return (
+        Note.select(Note.id)
+        .where(Note.patient == patient, Note.signed_at.is_null(False))
+        .order_by(Note.written_at.desc(), Note.id.desc())
+        .scalar()
+    )

@@ -326,7 +326,8 @@ def _seed_referrals(rng: random.Random, patients: int, external: list[Provider])
                                       dt.time(9 + rng.randrange(8), rng.randrange(60)))
         sent = created + dt.timedelta(minutes=1) if status not in ("cancelled",) else None
         delivered = sent + dt.timedelta(minutes=rng.randrange(2, 50)) if status in ("delivered", "report-received") else None
-        report_on = (delivered + dt.timedelta(days=rng.randrange(3, 40))).date() if status == "report-received" else None
+        report_on = (min((delivered + dt.timedelta(days=rng.randrange(3, 40))).date(), REFERENCE_DATE)
+                     if status == "report-received" else None)
         reason_text = f"Evaluation by {provider.specialty.lower()}"
         referrals.append((rid, patient, note, "transferring", channel, recipient,
                           f"{provider.first_name} {provider.last_name}, {provider.credentials}", reason_text,

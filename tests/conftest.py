@@ -59,3 +59,17 @@ def seeded(seeded_template, tmp_path):
     database = open_database(sqlite_url(path))
     yield database
     close_database()
+
+
+@pytest.fixture
+def direct_ready_config(tmp_path, db_path):
+    """A configuration with the practice's Direct identity set, so Direct skips the first-use wizard."""
+    from models.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[direct]\naddress = "referrals@direct.riverbend-family.example"\n'
+        'certificate = "/etc/referdesk/practice.p12"\ntrust_anchors = "/etc/referdesk/anchors"\n'
+        '[smtp]\nhost = "hisp.example"\nport = 587\n'
+    )
+    return load_config(path, db_url=sqlite_url(db_path), env={})

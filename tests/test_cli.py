@@ -129,3 +129,57 @@ def test_no_config_file_uses_the_user_data_folder(tmp_path, monkeypatch):
     assert config.path is None
     assert config.database_url == sqlite_url(tmp_path / "xdg" / "referdesk" / "referdesk.db")
     assert not (tmp_path / "xdg").exists()
+
+
+# --- send and verify ------------------------------------------------------------------------------------
+
+
+def _contact(data_dir, state: str):
+    from models.contacts import Contact
+    from models.db import close_database, open_database
+
+    open_database(sqlite_url(data_dir / "referdesk.db"))
+    contact = Contact.select().where(Contact.verification == state, Contact.direct_address != "").first()
+    close_database()
+    return contact
+
+
+def test_send_queues_a_referral_like_the_message_window(data_dir, capsys):
+    contact = _contact(data_dir, "verified")
+    code, out, err = run(capsys, "--data-dir", data_dir, "search", "1000001", "--json")
+    mrn = json.loads(out)[0][0]["mrn"]
+    code, out, err = run(capsys, "--data-dir", data_dir, "send", "--patient", mrn, "--via", "direct", "--to",
+                         contact.direct_address, "--reason", "Cardiology evaluation", "--exclude", "goals")
+    assert code == 0, err
+    referral_id = int(out.strip())
+    code, out, _ = run(capsys, "--data-dir", data_dir, "referrals", "--status", "queued", "--json")
+    (row,) = [r for r in json.loads(out) if r["id"] == referral_id]
+    assert row["recipient"] == contact.direct_address and row["channel"] == "direct"
+    assert [e["kind"] for e in row["events"]] == ["queued"]
+
+
+def test_send_refuses_an_unverified_recipient_and_stores_nothing(data_dir, capsys):
+    bad = _contact(data_dir, "invalid")
+    _, before, _ = run(capsys, "--data-dir", data_dir, "referrals", "--json")
+    code, out, err = run(capsys, "--data-dir", data_dir, "send", "--patient", "1000001", "--via", "direct",
+                         "--to", bad.direct_address)
+    assert code == 1 and out == ""
+    assert f"invalid: {bad.verification_reason} (address book)" in err
+    code, out, err = run(capsys, "--data-dir", data_dir, "send", "--patient", "1000001", "--via", "efax",
+                         "--to", "555-0100")
+    assert code == 1 and "needs 10 digits" in err
+    code, out, err = run(capsys, "--data-dir", data_dir, "send", "--patient", "1000001", "--via", "direct",
+                         "--to", bad.direct_address, "--exclude", "horoscope")
+    assert code == 1 and "unknown section(s) horoscope" in err
+    _, after, _ = run(capsys, "--data-dir", data_dir, "referrals", "--json")
+    assert json.loads(after) == json.loads(before)
+
+
+def test_verify_reports_the_verdict_and_its_source(data_dir, capsys):
+    good = _contact(data_dir, "verified")
+    code, out, _ = run(capsys, "--data-dir", data_dir, "verify", good.direct_address, "--json")
+    assert code == 0
+    assert json.loads(out) | {"checked_at": None} == {"address": good.direct_address, "state": "verified",
+                                                     "reason": "", "source": "address-book", "checked_at": None}
+    code, out, _ = run(capsys, "--data-dir", data_dir, "verify", "not@an address")
+    assert code == 1 and "invalid — malformed" in out

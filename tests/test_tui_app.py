@@ -60,3 +60,15 @@ async def test_f2_returns_to_search_from_deep_in_the_flow_and_f1_shows_the_keys(
         await pilot.pause()
         assert isinstance(app.screen, PatientSearchScreen)
         assert len(app.screen_stack) == 2
+
+
+async def test_setup_direct_start_shows_the_wizard_and_leaving_returns_false(db):
+    from tui.screens.direct_setup import DirectSetupScreen
+
+    app = ReferdeskApp(start="direct-setup")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, DirectSetupScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.return_value is False

@@ -73,8 +73,8 @@ async def visit(app, pilot):
 
 
 @pytest.mark.parametrize("system", [ColorSystem.STANDARD, ColorSystem.EIGHT_BIT], ids=["16-colour", "256-colour"])
-async def test_text_stays_visible_when_colours_are_reduced(seeded, system):
-    app = ReferdeskApp()
+async def test_text_stays_visible_when_colours_are_reduced(seeded, direct_ready_config, system):
+    app = ReferdeskApp(config=direct_ready_config)
     seen = []
     async with app.run_test(size=(80, 24)) as pilot:
         async for state in visit(app, pilot):
@@ -84,9 +84,9 @@ async def test_text_stays_visible_when_colours_are_reduced(seeded, system):
     assert seen[-1] == "help"
 
 
-async def test_no_color_keeps_the_cursor_and_highlights_distinguishable(seeded, monkeypatch):
+async def test_no_color_keeps_the_cursor_and_highlights_distinguishable(seeded, direct_ready_config, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
-    app = ReferdeskApp()
+    app = ReferdeskApp(config=direct_ready_config)
     async with app.run_test(size=(80, 24)) as pilot:
         assert app.no_color
         async for state in visit(app, pilot):

@@ -100,80 +100,80 @@ def run(steps):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_face_sheet(seeded, snap_compare, size):
+def test_snapshot_face_sheet(seeded, direct_ready_config, snap_compare, size):
     mrn = signed_note().patient.mrn
     steps = lambda p: open_chart(p, mrn, by_keys=False)  # noqa: E731
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_notes_pane(seeded, snap_compare, size):
+def test_snapshot_notes_pane(seeded, direct_ready_config, snap_compare, size):
     mrn = signed_note().patient.mrn
 
     async def steps(pilot):
         await open_chart(pilot, mrn, by_keys=False)
         await pilot.press("2")
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_signed_note_with_transferring_chosen(seeded, snap_compare, size):
+def test_snapshot_signed_note_with_transferring_chosen(seeded, direct_ready_config, snap_compare, size):
     note = signed_note()
 
     async def steps(pilot):
         await open_note(pilot, note, by_keys=False)
         await pilot.press("t")
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_unsigned_note_says_why_it_cannot_be_sent(seeded, snap_compare, size):
+def test_snapshot_unsigned_note_says_why_it_cannot_be_sent(seeded, direct_ready_config, snap_compare, size):
     note = unsigned_note()
     steps = lambda p: open_note(p, note, by_keys=False)  # noqa: E731
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_send_referral_dialog(seeded, snap_compare, size):
+def test_snapshot_send_referral_dialog(seeded, direct_ready_config, snap_compare, size):
     note = signed_note()
     steps = lambda p: to_dialog(p, note, by_keys=False)  # noqa: E731
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_send_referral_dialog_asks_for_a_reason(seeded, snap_compare, size):
+def test_snapshot_send_referral_dialog_asks_for_a_reason(seeded, direct_ready_config, snap_compare, size):
     note = signed_note()
 
     async def steps(pilot):
         await to_dialog(pilot, note, by_keys=False)
         await pilot.press("tab", "ctrl+a", "ctrl+k", "ctrl+s")
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_direct_message_window(seeded, snap_compare, size):
+def test_snapshot_direct_message_window(seeded, direct_ready_config, snap_compare, size):
     note = signed_note()
     steps = lambda p: to_compose(p, note, by_keys=False)  # noqa: E731
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_address_book_suggestions(seeded, snap_compare, size):
+def test_snapshot_address_book_suggestions(seeded, direct_ready_config, snap_compare, size):
     note, verified = signed_note(), contact("verified")
 
     async def steps(pilot):
         await to_compose(pilot, note, by_keys=False)
         await type_text(pilot, verified.name[:3], by_keys=False)
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
 @pytest.mark.parametrize("case", ["verified", "no-certificate", "expired", "malformed", "unknown"])
-def test_snapshot_recipient_verdicts(seeded, snap_compare, size, case):
+def test_snapshot_recipient_verdicts(seeded, direct_ready_config, snap_compare, size, case):
     note = signed_note()
     typed = {
         "verified": lambda: contact("verified").direct_address,
@@ -188,11 +188,11 @@ def test_snapshot_recipient_verdicts(seeded, snap_compare, size, case):
         await type_text(pilot, typed, by_keys=False)
         await pilot.press("enter")
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_find_in_directory(seeded, snap_compare, size):
+def test_snapshot_find_in_directory(seeded, direct_ready_config, snap_compare, size):
     note = signed_note()
 
     async def steps(pilot):
@@ -200,18 +200,18 @@ def test_snapshot_find_in_directory(seeded, snap_compare, size):
         await pilot.press("f6")
         await type_text(pilot, "cardio", by_keys=False)
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_efax_window(seeded, snap_compare, size):
+def test_snapshot_efax_window(seeded, direct_ready_config, snap_compare, size):
     note = signed_note()
     steps = lambda p: to_compose(p, note, "f", by_keys=False)  # noqa: E731
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_print_window(seeded, snap_compare, size, tmp_path):
+def test_snapshot_print_window(seeded, direct_ready_config, snap_compare, size, tmp_path):
     note = signed_note()
 
     async def steps(pilot):
@@ -220,11 +220,11 @@ def test_snapshot_print_window(seeded, snap_compare, size, tmp_path):
         await type_text(pilot, "/tmp/referrals-snapshot", by_keys=False)
         await pilot.press("enter")
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_queued_outcome_on_the_note(seeded, snap_compare, size):
+def test_snapshot_queued_outcome_on_the_note(seeded, direct_ready_config, snap_compare, size):
     note, verified = signed_note(), contact("verified")
 
     async def steps(pilot):
@@ -234,26 +234,26 @@ def test_snapshot_queued_outcome_on_the_note(seeded, snap_compare, size):
         await settle(pilot)
         await pilot.press("ctrl+s")
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-def test_snapshot_help(seeded, snap_compare, size):
+def test_snapshot_help(seeded, direct_ready_config, snap_compare, size):
     note = signed_note()
 
     async def steps(pilot):
         await open_note(pilot, note, by_keys=False)
         await pilot.press("f1")
 
-    assert snap_compare(ReferdeskApp(), terminal_size=size, run_before=run(steps))
+    assert snap_compare(ReferdeskApp(config=direct_ready_config), terminal_size=size, run_before=run(steps))
 
 
 # --- keyboard flows -------------------------------------------------------------------------------------
 
 
-async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outbox_job(seeded):
+async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outbox_job(seeded, direct_ready_config):
     note, chosen = signed_note(), contact("verified")
-    app = ReferdeskApp()
+    app = ReferdeskApp(config=direct_ready_config)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_dialog(pilot, note)
         assert isinstance(app.screen, SendReferralDialog)
@@ -303,9 +303,9 @@ async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outb
     assert [e.kind for e in ReferralEvent.select().where(ReferralEvent.referral == referral)] == ["queued"]
 
 
-async def test_send_is_impossible_until_the_recipient_is_verified(seeded):
+async def test_send_is_impossible_until_the_recipient_is_verified(seeded, direct_ready_config):
     note, bad = signed_note(), contact("invalid", "no certificate")
-    app = ReferdeskApp()
+    app = ReferdeskApp(config=direct_ready_config)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_compose(pilot, note)
         await pilot.press(*bad.direct_address, "enter")
@@ -324,10 +324,10 @@ async def test_send_is_impossible_until_the_recipient_is_verified(seeded):
     assert Referral.select().where(Referral.note == note.id).count() == 0
 
 
-async def test_escape_backs_out_of_every_step_without_storing_anything(seeded):
+async def test_escape_backs_out_of_every_step_without_storing_anything(seeded, direct_ready_config):
     note = signed_note()
     before = (Referral.select().count(), Document.select().count(), OutboxJob.select().count())
-    app = ReferdeskApp()
+    app = ReferdeskApp(config=direct_ready_config)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_compose(pilot, note)
         await pilot.press("escape")
@@ -345,9 +345,9 @@ async def test_escape_backs_out_of_every_step_without_storing_anything(seeded):
     assert (Referral.select().count(), Document.select().count(), OutboxJob.select().count()) == before
 
 
-async def test_unsigned_note_cannot_start_a_referral(seeded):
+async def test_unsigned_note_cannot_start_a_referral(seeded, direct_ready_config):
     note = unsigned_note()
-    app = ReferdeskApp()
+    app = ReferdeskApp(config=direct_ready_config)
     async with app.run_test(size=(80, 24)) as pilot:
         await open_note(pilot, note)
         assert isinstance(app.screen, NoteViewScreen)
@@ -359,9 +359,9 @@ async def test_unsigned_note_cannot_start_a_referral(seeded):
         assert isinstance(app.screen, NoteViewScreen)
 
 
-async def test_find_in_directory_fills_the_to_field(seeded):
+async def test_find_in_directory_fills_the_to_field(seeded, direct_ready_config):
     note = signed_note()
-    app = ReferdeskApp()
+    app = ReferdeskApp(config=direct_ready_config)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_compose(pilot, note)
         await pilot.press("f6", *"cardio")
@@ -375,9 +375,9 @@ async def test_find_in_directory_fills_the_to_field(seeded):
         assert app.screen.query_one("#to", Input).value == expected
 
 
-async def test_efax_needs_a_valid_number_and_a_cover_sheet_name(seeded):
+async def test_efax_needs_a_valid_number_and_a_cover_sheet_name(seeded, direct_ready_config):
     note = signed_note()
-    app = ReferdeskApp()
+    app = ReferdeskApp(config=direct_ready_config)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_compose(pilot, note, "f")
         await pilot.press(*"555-0100", "enter")
@@ -413,3 +413,23 @@ async def test_keymap_from_the_config_file_remaps_a_binding(seeded, tmp_path):
         await pilot.press("f1")
         await pilot.pause()
         assert not isinstance(app.screen, HelpDialog)
+
+
+async def test_first_use_of_direct_opens_the_set_up_and_leaving_it_sends_nothing(seeded):
+    from tui.screens.direct_setup import DirectSetupScreen
+
+    note = signed_note()
+    before = Referral.select().count()
+    app = ReferdeskApp()  # no configuration: Direct has never been set up
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_note(pilot, note, by_keys=False)
+        await pilot.press("t", "d")
+        await pilot.pause()
+        assert isinstance(app.screen, DirectSetupScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, NoteViewScreen)
+        await pilot.press("f")  # eFax needs no Direct identity
+        await pilot.pause()
+        assert isinstance(app.screen, SendReferralDialog)
+    assert Referral.select().count() == before

@@ -29,8 +29,10 @@ class ReferdeskApp(App[None]):
     # Screens lay out tighter on 24-line terminals ("-short") than on tall ones.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
 
-    def __init__(self, config: Config | None = None, *, demo: bool = False, username: str = "") -> None:
+    def __init__(self, config: Config | None = None, *, demo: bool = False, username: str = "",
+                 start: str = "search") -> None:
         super().__init__()
+        self.start = start
         self.config = config
         self.demo = demo
         self.username = username
@@ -45,6 +47,11 @@ class ReferdeskApp(App[None]):
         keymap = self.config.section("keymap") if self.config else {}
         if keymap:
             self.set_keymap({str(k): str(v) for k, v in keymap.items()})
+        if self.start == "direct-setup":
+            from tui.screens.direct_setup import DirectSetupScreen
+
+            self.push_screen(DirectSetupScreen(), self.exit)
+            return
         from tui.screens.patient_search import PatientSearchScreen
 
         self.push_screen(PatientSearchScreen())
@@ -73,7 +80,27 @@ class ReferdeskApp(App[None]):
         self.push_screen(NoteViewScreen(note_id))
 
     def start_referral(self, note_id: int, channel: str, direction: str) -> None:
-        """Send Referral By …: the referral dialog, then the message window, then the outcome on the note."""
+        """Send Referral By …: the referral dialog, then the message window, then the outcome on the note.
+
+        The first use of Direct walks the user through the practice's Direct identity first."""
+        from transports.direct.setup import direct_settings_missing
+
+        missing = direct_settings_missing(self.config) if channel == "direct" else []
+        if not missing:
+            self._referral_dialog(note_id, channel, direction)
+            return
+        from tui.screens.direct_setup import DirectSetupScreen
+
+        def set_up(saved: bool | None) -> None:
+            if saved:
+                self._referral_dialog(note_id, channel, direction)
+            else:
+                self.notify(f"Direct is not set up ({', '.join(missing)} missing), so nothing was sent. "
+                            "eFax and Download/Print still work.", severity="warning", timeout=8)
+
+        self.push_screen(DirectSetupScreen(), set_up)
+
+    def _referral_dialog(self, note_id: int, channel: str, direction: str) -> None:
         from models.charts import get_note, get_patient
         from tui.dialogs.send_referral import SendReferralDialog
         from tui.screens.compose import ComposeScreen

@@ -43,7 +43,7 @@ def _open(args: argparse.Namespace):
 # --- commands ---------------------------------------------------------------------------------------------
 
 
-def _run_app(config, *, demo: bool = False) -> None:
+def _run_app(config, *, demo: bool = False, start: str = "search") -> object:
     import os
 
     # Textual paints at most 60 times a second, and a keystroke that searches paints twice (the echo, then the
@@ -51,7 +51,7 @@ def _run_app(config, *, demo: bool = False) -> None:
     os.environ.setdefault("TEXTUAL_FPS", "120")
     from tui.app import ReferdeskApp
 
-    ReferdeskApp(config=config, demo=demo).run()
+    return ReferdeskApp(config=config, demo=demo, start=start).run()
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -211,6 +211,71 @@ def cmd_referrals(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    """The Send of the message window, for scripts: the same checks (signed note, verified recipient), the same
+    attachments and the same outbox."""
+    _open(args)
+    from documents.packet import build_attachments
+    from models.charts import PatientNotFound, get_patient, latest_signed_note
+    from models.documents import DocumentError
+    from models.referring import SECTION_KEYS, ReferralDraft, ReferralError, default_message
+    from transports.submit import submit_referral
+    from transports.verify import verify_recipient
+
+    try:
+        patient = get_patient(args.patient)
+        note_id = args.note if args.note is not None else latest_signed_note(args.patient)
+    except PatientNotFound as exc:
+        raise CommandError(f"{exc}; find it with: referdesk search NAME") from exc
+    if note_id is None:
+        raise CommandError(f"patient {args.patient} has no signed note to send; name one with --note ID")
+    unknown = set(args.exclude) - SECTION_KEYS
+    if unknown:
+        raise CommandError(f"unknown section(s) {', '.join(sorted(unknown))}; "
+                           f"choose from {', '.join(sorted(SECTION_KEYS))}")
+    verdict = verify_recipient(args.via, args.to)
+    if not verdict.ok:
+        source = " (address book)" if verdict.source == "address-book" else ""
+        raise CommandError(f"cannot send to {args.to!r}: {verdict.state}: {verdict.reason}{source}")
+    draft = ReferralDraft(
+        patient_id=patient.id, note_id=note_id, channel=args.via, direction=args.direction,
+        include_note=not args.no_encounter_note, excluded_sections=tuple(args.exclude), reason=args.reason or "",
+        urgency=args.urgency, recipient=verdict.recipient, recipient_name=args.recipient_name or "",
+        subject=args.subject or "",
+        message=args.message if args.message is not None else default_message(patient, args.direction,
+                                                                             args.reason or ""),
+        username=args.user or "",
+    )
+    try:
+        referral = submit_referral(draft, build_attachments(draft))
+    except (ReferralError, DocumentError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(referral.id)
+    _say(f"referral {referral.id} queued for {args.via} to {verdict.recipient} ({referral.message_id})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    _open(args)
+    from transports.verify import verify_direct_address
+
+    verdict = verify_direct_address(args.address)
+    if args.json:
+        _print_json({"address": verdict.recipient, "state": verdict.state, "reason": verdict.reason,
+                     "source": verdict.source,
+                     "checked_at": verdict.checked_at.isoformat() if verdict.checked_at else None})
+    else:
+        print(f"{verdict.recipient}: {verdict.state}" + (f" — {verdict.reason}" if verdict.reason else "")
+              + (f" ({verdict.source})" if verdict.source else ""))
+    return 0 if verdict.ok else EXIT_ERROR
+
+
+def cmd_setup_direct(args: argparse.Namespace) -> int:
+    config = _open(args)
+    saved = _run_app(config, start="direct-setup")
+    return 0 if saved else EXIT_ERROR
+
+
 # --- parser -----------------------------------------------------------------------------------------------
 
 
@@ -256,6 +321,34 @@ def build_parser() -> argparse.ArgumentParser:
     referrals.add_argument("--since", metavar="YYYY-MM-DD", help="made on or after this day")
     referrals.add_argument("--until", metavar="YYYY-MM-DD", help="made on or before this day")
     referrals.add_argument("--json", action="store_true")
+
+    send = command("send", cmd_send, "queue a referral: the encounter note and Summary of Care to a verified "
+                   "recipient; prints the referral id")
+    send.add_argument("--patient", required=True, metavar="MRN")
+    send.add_argument("--note", type=int, metavar="ID", help="default: the patient's latest signed note")
+    send.add_argument("--via", required=True, choices=("direct", "efax", "print"))
+    send.add_argument("--to", required=True, metavar="ADDRESS|NUMBER|FOLDER")
+    send.add_argument("--direction", choices=("transferring", "receiving"), default="transferring")
+    send.add_argument("--reason", metavar="R")
+    send.add_argument("--urgency", choices=("routine", "urgent", "stat"), default="routine")
+    send.add_argument("--subject", metavar="S")
+    send.add_argument("--message", metavar="M")
+    send.add_argument("--recipient-name", metavar="NAME", help="for the fax cover sheet")
+    send.add_argument("--no-encounter-note", action="store_true")
+    send.add_argument("--exclude", nargs="+", default=[], metavar="SECTION", help="Summary of Care sections "
+                      "to leave out, e.g. goals immunizations")
+    send.add_argument("--user", metavar="USERNAME", help="who is sending (for the audit log)")
+
+    verify = command("verify", cmd_verify, "is this Direct address usable? (form, then the address book's "
+                     "last verification)")
+    verify.add_argument("address", metavar="ADDRESS")
+    verify.add_argument("--json", action="store_true")
+
+    setup = command("setup", lambda a: _usage(setup), "first-use set-up")
+    setup_verbs = setup.add_subparsers(title="setup commands", metavar="WHAT")
+    setup_direct = setup_verbs.add_parser("direct", help="the practice's Direct identity: address, certificate, "
+                                          "HISP/SMTP, trust anchors (a keyboard wizard)")
+    setup_direct.set_defaults(handler=cmd_setup_direct)
 
     directory = command("directory", lambda a: _usage(directory), "the provider directory: import, search")
     verbs = directory.add_subparsers(title="directory commands", metavar="VERB")

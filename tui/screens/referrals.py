@@ -1,11 +1,30 @@
-"""PLACEHOLDER (being written by a helper): referral history."""
+"""Referral history for all patients: what was sent, where each one stands, and what needs a hand."""
 
-from textual.widgets import Footer, Header
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
 
 from tui.screens.base import ReferdeskScreen
+from tui.widgets.referrals_pane import ReferralsPane
 
 
 class ReferralsScreen(ReferdeskScreen):
-    def compose(self):
+    """Referrals: every patient's, newest first."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="referrals.back")]
+    CSS = """
+    ReferralsScreen #referrals-pane { height: 1fr; }
+    ReferralsScreen #referrals-pane #referral-filters { margin-top: 0; }
+    """
+
+    def compose(self) -> ComposeResult:
         yield Header()
+        yield Static("Referrals — all patients", classes="screen-title")
+        yield ReferralsPane(id="referrals-pane")
         yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#referrals-table", DataTable).focus()
