@@ -73,3 +73,27 @@ def direct_ready_config(tmp_path, db_path):
         '[smtp]\nhost = "hisp.example"\nport = 587\n'
     )
     return load_config(path, db_url=sqlite_url(db_path), env={})
+
+
+@pytest.fixture
+def data_dir(seeded_template, tmp_path):
+    """A data folder holding a copy of the seeded database, for command-line tests."""
+    import shutil
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(seeded_template, folder / "referdesk.db")
+    return folder
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `referdesk ARGS…` in-process; returns (exit status, stdout, stderr)."""
+    from tui.cli import main
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

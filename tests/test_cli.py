@@ -11,29 +11,12 @@ import pytest
 
 from models.config import ConfigError, load_config
 from models.db import sqlite_url
-from tui.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def data_dir(seeded_template, tmp_path):
-    import shutil
-
-    folder = tmp_path / "data"
-    folder.mkdir()
-    shutil.copy(seeded_template, folder / "referdesk.db")
-    return folder
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_search_json_prints_one_list_per_text(data_dir, capsys):
-    code, out, err = run(capsys, "--data-dir", data_dir, "search", "ga", "o'b", "😀", "--json")
+def test_search_json_prints_one_list_per_text(data_dir, cli):
+    code, out, err = cli("--data-dir", data_dir, "search", "ga", "o'b", "😀", "--json")
     assert code == 0
     lists = json.loads(out)
     assert len(lists) == 3
@@ -45,16 +28,16 @@ def test_search_json_prints_one_list_per_text(data_dir, capsys):
                for h in lists[0][:3])
 
 
-def test_search_text_output_and_empty_message(data_dir, capsys):
-    code, out, err = run(capsys, "--data-dir", data_dir, "search", "zzqx")
+def test_search_text_output_and_empty_message(data_dir, cli):
+    code, out, err = cli("--data-dir", data_dir, "search", "zzqx")
     assert code == 0 and out == ""
     assert "no patient matches 'zzqx'" in err
 
 
-def test_notes_json_lists_id_date_type_author_signed(data_dir, capsys):
-    _, out, _ = run(capsys, "--data-dir", data_dir, "search", "1000001", "--json")
+def test_notes_json_lists_id_date_type_author_signed(data_dir, cli):
+    _, out, _ = cli("--data-dir", data_dir, "search", "1000001", "--json")
     mrn = json.loads(out)[0][0]["mrn"]
-    code, out, err = run(capsys, "--data-dir", data_dir, "notes", "--patient", mrn, "--json")
+    code, out, err = cli("--data-dir", data_dir, "notes", "--patient", mrn, "--json")
     assert code == 0 and err == ""
     notes = json.loads(out)
     assert notes
@@ -64,25 +47,25 @@ def test_notes_json_lists_id_date_type_author_signed(data_dir, capsys):
     assert [n["date"] for n in notes] == sorted((n["date"] for n in notes), reverse=True)
 
 
-def test_notes_for_an_unknown_patient_fails_clearly(data_dir, capsys):
-    code, out, err = run(capsys, "--data-dir", data_dir, "notes", "--patient", "nope", "--json")
+def test_notes_for_an_unknown_patient_fails_clearly(data_dir, cli):
+    code, out, err = cli("--data-dir", data_dir, "notes", "--patient", "nope", "--json")
     assert code == 1 and out == ""
     assert "no patient with MRN 'nope'" in err and "referdesk search" in err
 
 
-def test_seed_command_fills_a_new_folder_and_refuses_a_second_time(tmp_path, capsys):
+def test_seed_command_fills_a_new_folder_and_refuses_a_second_time(tmp_path, cli):
     folder = tmp_path / "new"
-    code, out, err = run(capsys, "--data-dir", folder, "seed", "--patients", "25")
+    code, out, err = cli("--data-dir", folder, "seed", "--patients", "25")
     assert code == 0 and out == ""
     assert "Seeded 25 patients" in err
-    code, _, err = run(capsys, "--data-dir", folder, "seed", "--patients", "25")
+    code, _, err = cli("--data-dir", folder, "seed", "--patients", "25")
     assert code == 1 and "already has 25 patients" in err
 
 
-def test_a_bad_config_file_is_reported_not_raised(tmp_path, capsys):
+def test_a_bad_config_file_is_reported_not_raised(tmp_path, cli):
     bad = tmp_path / "config.toml"
     bad.write_text("[database\nurl = 1")
-    code, out, err = run(capsys, "--config", bad, "search", "ab")
+    code, out, err = cli("--config", bad, "search", "ab")
     assert code == 1 and "not valid TOML" in err
 
 
@@ -144,42 +127,42 @@ def _contact(data_dir, state: str):
     return contact
 
 
-def test_send_queues_a_referral_like_the_message_window(data_dir, capsys):
+def test_send_queues_a_referral_like_the_message_window(data_dir, cli):
     contact = _contact(data_dir, "verified")
-    code, out, err = run(capsys, "--data-dir", data_dir, "search", "1000001", "--json")
+    code, out, err = cli("--data-dir", data_dir, "search", "1000001", "--json")
     mrn = json.loads(out)[0][0]["mrn"]
-    code, out, err = run(capsys, "--data-dir", data_dir, "send", "--patient", mrn, "--via", "direct", "--to",
+    code, out, err = cli("--data-dir", data_dir, "send", "--patient", mrn, "--via", "direct", "--to",
                          contact.direct_address, "--reason", "Cardiology evaluation", "--exclude", "goals")
     assert code == 0, err
     referral_id = int(out.strip())
-    code, out, _ = run(capsys, "--data-dir", data_dir, "referrals", "--status", "queued", "--json")
+    code, out, _ = cli("--data-dir", data_dir, "referrals", "--status", "queued", "--json")
     (row,) = [r for r in json.loads(out) if r["id"] == referral_id]
     assert row["recipient"] == contact.direct_address and row["channel"] == "direct"
     assert [e["kind"] for e in row["events"]] == ["queued"]
 
 
-def test_send_refuses_an_unverified_recipient_and_stores_nothing(data_dir, capsys):
+def test_send_refuses_an_unverified_recipient_and_stores_nothing(data_dir, cli):
     bad = _contact(data_dir, "invalid")
-    _, before, _ = run(capsys, "--data-dir", data_dir, "referrals", "--json")
-    code, out, err = run(capsys, "--data-dir", data_dir, "send", "--patient", "1000001", "--via", "direct",
+    _, before, _ = cli("--data-dir", data_dir, "referrals", "--json")
+    code, out, err = cli("--data-dir", data_dir, "send", "--patient", "1000001", "--via", "direct",
                          "--to", bad.direct_address)
     assert code == 1 and out == ""
     assert f"invalid: {bad.verification_reason} (address book)" in err
-    code, out, err = run(capsys, "--data-dir", data_dir, "send", "--patient", "1000001", "--via", "efax",
+    code, out, err = cli("--data-dir", data_dir, "send", "--patient", "1000001", "--via", "efax",
                          "--to", "555-0100")
     assert code == 1 and "needs 10 digits" in err
-    code, out, err = run(capsys, "--data-dir", data_dir, "send", "--patient", "1000001", "--via", "direct",
+    code, out, err = cli("--data-dir", data_dir, "send", "--patient", "1000001", "--via", "direct",
                          "--to", bad.direct_address, "--exclude", "horoscope")
     assert code == 1 and "unknown section(s) horoscope" in err
-    _, after, _ = run(capsys, "--data-dir", data_dir, "referrals", "--json")
+    _, after, _ = cli("--data-dir", data_dir, "referrals", "--json")
     assert json.loads(after) == json.loads(before)
 
 
-def test_verify_reports_the_verdict_and_its_source(data_dir, capsys):
+def test_verify_reports_the_verdict_and_its_source(data_dir, cli):
     good = _contact(data_dir, "verified")
-    code, out, _ = run(capsys, "--data-dir", data_dir, "verify", good.direct_address, "--json")
+    code, out, _ = cli("--data-dir", data_dir, "verify", good.direct_address, "--json")
     assert code == 0
     assert json.loads(out) | {"checked_at": None} == {"address": good.direct_address, "state": "verified",
                                                      "reason": "", "source": "address-book", "checked_at": None}
-    code, out, _ = run(capsys, "--data-dir", data_dir, "verify", "not@an address")
+    code, out, _ = cli("--data-dir", data_dir, "verify", "not@an address")
     assert code == 1 and "invalid — malformed" in out

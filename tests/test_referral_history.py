@@ -23,7 +23,6 @@ from models.referral_history import (
 )
 from models.referrals import STATUSES, AuditEvent, Document, OutboxJob, Referral, ReferralEvent
 from models.referring import ReferralDraft, create_referral
-from tui.cli import main
 
 TODAY = dt.date(2026, 11, 2)  # conftest freezes the clock at 2026-11-02 10:00 UTC (and TZ=UTC)
 
@@ -350,24 +349,8 @@ def test_each_action_is_all_or_nothing(seeded, monkeypatch, action):
 # --- the command line ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def data_dir(seeded_template, tmp_path):
-    import shutil
-
-    folder = tmp_path / "data"
-    folder.mkdir()
-    shutil.copy(seeded_template, folder / "referdesk.db")
-    return folder
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_referrals_json_has_history_with_events(data_dir, capsys):
-    code, out, err = run(capsys, "--data-dir", data_dir, "referrals", "--json")
+def test_cli_referrals_json_has_history_with_events(data_dir, cli):
+    code, out, err = cli("--data-dir", data_dir, "referrals", "--json")
     assert code == 0 and err == ""
     items = json.loads(out)
     assert len(items) >= 12
@@ -380,21 +363,21 @@ def test_cli_referrals_json_has_history_with_events(data_dir, capsys):
     assert [i["created_at"] for i in items] == sorted((i["created_at"] for i in items), reverse=True)
 
 
-def test_cli_referrals_text_one_line_each_and_filters(data_dir, capsys):
-    code, out, _ = run(capsys, "--data-dir", data_dir, "referrals", "--status", "failed")
+def test_cli_referrals_text_one_line_each_and_filters(data_dir, cli):
+    code, out, _ = cli("--data-dir", data_dir, "referrals", "--status", "failed")
     lines = out.splitlines()
     assert code == 0 and lines
     assert all(" failed (" in line and "<seed" in line for line in lines)
-    _, everything, _ = run(capsys, "--data-dir", data_dir, "referrals", "--json")
+    _, everything, _ = cli("--data-dir", data_dir, "referrals", "--json")
     first = json.loads(everything)[-1]["created_at"][:10]
-    code, out, _ = run(capsys, "--data-dir", data_dir, "referrals", "--since", first, "--until", first, "--json")
+    code, out, _ = cli("--data-dir", data_dir, "referrals", "--since", first, "--until", first, "--json")
     assert code == 0 and {i["created_at"][:10] for i in json.loads(out)} == {first}
 
 
-def test_cli_referrals_errors_say_what_to_do(data_dir, capsys):
-    code, out, err = run(capsys, "--data-dir", data_dir, "referrals", "--status", "lost")
+def test_cli_referrals_errors_say_what_to_do(data_dir, cli):
+    code, out, err = cli("--data-dir", data_dir, "referrals", "--status", "lost")
     assert code == 1 and out == "" and "use one of: open, queued" in err
-    code, out, err = run(capsys, "--data-dir", data_dir, "referrals", "--since", "11/02/2026")
+    code, out, err = cli("--data-dir", data_dir, "referrals", "--since", "11/02/2026")
     assert code == 1 and out == "" and "use YYYY-MM-DD" in err
-    code, out, err = run(capsys, "--data-dir", data_dir, "referrals", "--since", "2026-11-02", "--until", "2026-01-01")
+    code, out, err = cli("--data-dir", data_dir, "referrals", "--since", "2026-11-02", "--until", "2026-01-01")
     assert code == 1 and "after the To date" in err

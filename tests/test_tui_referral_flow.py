@@ -13,7 +13,7 @@ from textual.widgets import Input, OptionList, SelectionList, Static
 
 from models.charts import list_notes
 from models.contacts import Contact
-from models.patients import Note, Patient
+from models.patients import Note
 from models.referrals import Document, OutboxJob, Referral, ReferralEvent
 from tui.app import ReferdeskApp
 from tui.dialogs.send_referral import SendReferralDialog
