@@ -14,7 +14,7 @@ from models.db import database
 from models.documents import Attachment, file_document
 from models.patients import Note, Patient
 from models.practice import Practice, User
-from models.referrals import CHANNELS, DIRECTIONS, AuditEvent, OutboxJob, Referral, ReferralEvent
+from models.referrals import CHANNELS, DIRECTIONS, AuditEvent, Document, OutboxJob, Referral, ReferralEvent
 
 #: The Summary of Care items, in the order the dialog lists them. All are sent unless the user unticks them.
 SUMMARY_OF_CARE: list[tuple[str, str]] = [
@@ -101,7 +101,7 @@ def check_recipient(channel: str, recipient: str) -> str:
     except AddressError as exc:
         raise ReferralError(str(exc)) from exc
     if not recipient.strip():
-        raise ReferralError("choose a folder or printer")
+        raise ReferralError("choose a folder, or printer:QUEUE")
     return recipient.strip()
 
 
@@ -131,7 +131,8 @@ def new_message_id() -> str:
 
 
 def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Referral:
-    """Store the referral, its attachments (in the patient's Documents) and its outbox job, all or nothing."""
+    """Store the referral, its attachments (in the patient's and the practice's Documents) and its outbox job,
+    all or nothing."""
     patient, note, recipient = _validate(draft)
     now = clock.now()
     user = User.get_or_none(User.username == draft.username) if draft.username else None
@@ -155,8 +156,11 @@ def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Refe
             created_by=user,
             created_at=now,
         )
+        # Filed twice, as the practice keeps its own record of what left it: the patient's chart and the
+        # practice's Documents each get a copy, both linked to the referral (whose status says if it went).
         for attachment in attachments:
-            file_document(attachment, owner="patient", patient=patient, referral=referral)
+            for owner in ("patient", "practice"):
+                file_document(attachment, owner=owner, patient=patient, referral=referral)
         ReferralEvent.create(referral=referral, at=now, kind="queued",
                              detail=f"{len(attachments)} attachment(s), waiting for the {draft.channel} worker")
         OutboxJob.create(referral=referral, channel=draft.channel, due_at=now, created_at=now)
@@ -184,7 +188,7 @@ CHANNEL_NAMES = {"direct": "Direct", "efax": "eFax", "print": "print"}
 def referral_outcome(referral_id: int) -> tuple[str, str]:
     """What to tell the user about a referral just made, and its kind: sent, queued or failed."""
     referral = Referral.get_by_id(referral_id)
-    documents = referral.documents.count()
+    documents = referral.documents.where(Document.owner == "patient").count()
     if referral.status in ("sent", "delivered", "report-received"):
         return f"Successfully Sent — referral #{referral.id} to {referral.recipient}.", "sent"
     if referral.status == "failed":

@@ -41,8 +41,10 @@ def test_create_referral_stores_everything_in_one_go(note):
     assert json.loads(referral.excluded_sections) == ["goals"]
     assert referral.subject.startswith("Referral: ")
     assert referral.created_by.username == "frontdesk"
-    (doc,) = referral.documents
-    assert doc.sha256 and doc.size == len(bytes(doc.content)) == attachments[0].size
+    patient_copy, practice_copy = sorted(referral.documents, key=lambda d: d.owner != "patient")
+    assert (patient_copy.owner, practice_copy.owner) == ("patient", "practice")
+    assert patient_copy.sha256 == practice_copy.sha256
+    assert patient_copy.size == len(bytes(patient_copy.content)) == attachments[0].size
     assert [j.state for j in referral.jobs] == ["pending"]
     assert [e.kind for e in referral.events] == ["queued"]
     audit = AuditEvent.get(AuditEvent.object_id == str(referral.id))
@@ -168,3 +170,5 @@ def test_fax_and_folder_verdicts(tmp_path):
     (tmp_path / "file").write_text("x")
     assert "is a file" in verify_print_folder(str(tmp_path / "file")).reason
     assert "does not exist" in verify_print_folder(str(tmp_path / "a" / "b")).reason
+    assert verify_print_folder("printer:Front_Desk-2").recipient == "printer:Front_Desk-2"
+    assert verify_print_folder("printer:bad queue;rm").state == "invalid"

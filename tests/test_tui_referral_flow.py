@@ -288,8 +288,11 @@ async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outb
         from tui.screens.referrals import ReferralsScreen
 
         assert isinstance(app.screen, ReferralsScreen)
+        referral = Referral.select().where(Referral.note == note.id, Referral.status == "queued").get()
+        table = app.screen.query_one("#referrals-table")
+        row = [str(cell) for cell in table.get_row(str(referral.id))]
+        assert "Queued" in " ".join(row)
 
-    referral = Referral.select().where(Referral.note == note.id, Referral.status == "queued").get()
     assert referral.recipient == chosen.direct_address
     assert referral.contact_id == chosen.id
     assert referral.direction == "transferring" and referral.channel == "direct"
@@ -297,8 +300,10 @@ async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outb
     assert referral.reason == "Cardiology evaluation"
     assert referral.message_id.startswith("<") and referral.message_id.endswith(">")
     assert OutboxJob.select().where(OutboxJob.referral == referral, OutboxJob.state == "pending").count() == 1
-    (document,) = Document.select().where(Document.referral == referral)
-    assert document.owner == "patient" and document.patient_id == note.patient_id
+    documents = Document.select().where(Document.referral == referral)
+    assert sorted(d.owner for d in documents) == ["patient", "practice"]
+    document = next(d for d in documents if d.owner == "patient")
+    assert document.patient_id == note.patient_id
     assert b"CHIEF COMPLAINT" in bytes(document.content)
     assert [e.kind for e in ReferralEvent.select().where(ReferralEvent.referral == referral)] == ["queued"]
 

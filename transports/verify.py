@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +53,21 @@ def verify_fax_number(text: str) -> Verdict:
     return Verdict(number, VERIFIED, f"fax number {format_fax(number)}", "form")
 
 
+PRINTER_PREFIX = "printer:"
+_QUEUE = re.compile(r"[A-Za-z0-9_.\-]{1,127}")
+
+
 def verify_print_folder(text: str) -> Verdict:
-    """A folder the PDF can be written to: it exists (or its parent does, to create it) and is writable."""
+    """A folder the PDF can be written to (it exists, or its parent does, and is writable), or a printer given
+    as `printer:QUEUE` (a CUPS queue name; whether the queue accepts jobs is the print transport's check)."""
     if not text.strip():
-        return Verdict("", INVALID, "choose a folder", "local")
+        return Verdict("", INVALID, "choose a folder, or printer:QUEUE", "local")
+    if text.strip().lower().startswith(PRINTER_PREFIX):
+        queue = text.strip()[len(PRINTER_PREFIX):].strip()
+        if not _QUEUE.fullmatch(queue):
+            return Verdict(text.strip(), INVALID, f"{queue!r} is not a printer queue name (letters, digits, . _ -)",
+                           "local")
+        return Verdict(f"{PRINTER_PREFIX}{queue}", VERIFIED, f"printer queue {queue}", "local")
     folder = Path(os.path.expanduser(text.strip())).resolve()
     probe = folder if folder.exists() else folder.parent
     if folder.exists() and not folder.is_dir():

@@ -22,7 +22,7 @@ from transports.verify import Verdict, verify_recipient
 PLACEHOLDERS = {
     "direct": "name or Direct address, e.g. cardiology@direct.example.org",
     "efax": "name or fax number, e.g. (217) 555-0142",
-    "print": "folder, e.g. ~/referrals",
+    "print": "folder, e.g. ~/referrals — or printer:QUEUE",
 }
 
 
@@ -45,13 +45,13 @@ class RecipientField(Vertical):
     DEFAULT_CSS = """
     RecipientField { height: auto; }
     RecipientField > Horizontal { height: 1; }
-    RecipientField .field-label { width: 9; }
+    RecipientField .field-label { width: 10; }
     RecipientField #to { width: 1fr; }
     RecipientField #find { margin-left: 1; }
-    RecipientField #suggestions { height: auto; max-height: 6; display: none; margin-left: 9;
+    RecipientField #suggestions { height: auto; max-height: 6; display: none; margin-left: 10;
                                   border: none; background: $boost; }
     RecipientField #suggestions.-shown { display: block; }
-    RecipientField #verdict { height: auto; margin-left: 9; }
+    RecipientField #verdict { height: auto; margin-left: 10; }
     RecipientField #verdict.-ok { color: $success; }
     RecipientField #verdict.-bad { color: $error; }
     RecipientField #verdict.-unknown { color: $warning; }
@@ -79,7 +79,7 @@ class RecipientField(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield Label("To:" if self.channel != "print" else "Save to:", classes="field-label")
+            yield Label("To:" if self.channel != "print" else "Print to:", classes="field-label")
             yield Input(self.initial, placeholder=PLACEHOLDERS[self.channel], id="to", compact=True)
             if self.channel == "direct":
                 find = Button("Find in Directory (F6)", id="find", compact=True)
