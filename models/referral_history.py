@@ -210,7 +210,9 @@ def referral_detail(referral_id: int) -> ReferralDetail:
     extra = (Referral.select(Referral.reason, Referral.urgency, Referral.subject, Referral.delivered_at)
              .where(Referral.id == referral_id).get())
     documents = (Document.select(Document.id, Document.filename, Document.media_type, Document.size, Document.kind)
-                 .where(Document.referral == referral_id).order_by(Document.created_at, Document.id))
+                 # the patient's copy; the practice keeps an identical one of everything sent
+                 .where(Document.referral == referral_id, Document.owner == "patient")
+                 .order_by(Document.created_at, Document.id))
     return ReferralDetail(
         row=row,
         events=tuple(events_by_referral([referral_id])[referral_id]),

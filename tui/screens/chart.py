@@ -53,7 +53,7 @@ class ChartScreen(ReferdeskScreen):
             with ContentSwitcher(initial=self.section, id="panes"):
                 yield FaceSheetPane(self.mrn, id="face")
                 yield NotesPane(self.mrn, id="notes")
-                yield DocumentsPane(patient_id=self.patient.id, id="documents")
+                yield DocumentsPane(patient_id=self.patient.id, owner="patient", id="documents")
                 yield ReferralsPane(patient_id=self.patient.id, id="referrals")
         yield Footer(compact=True)
 
