@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -234,15 +233,13 @@ def test_a_doctype_the_prolog_scan_misses_is_refused_after_parsing_without_resol
     assert "TOP-SECRET" not in etree.tostring(root, encoding=str)  # the parser itself never read the file
 
 
-def test_billion_laughs_is_refused_quickly():
+def test_billion_laughs_is_refused_before_any_expansion():
     levels = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
     doc = (f'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol0 "lol">{levels}]>'
            f'<ClinicalDocument xmlns="urn:hl7-org:v3"><title>&lol9;</title></ClinicalDocument>')
-    started = time.perf_counter()
     for data in (doc.encode(), doc.encode("utf-16")):
         with pytest.raises(CcdaViewError, match="DOCTYPE/entity declarations"):
             read_ccda(data)
-    assert time.perf_counter() - started < 1
 
 
 def test_a_plain_doctype_is_refused_but_the_word_in_a_comment_is_not():
@@ -276,19 +273,16 @@ def test_oversized_input_is_refused_before_parsing():
     assert str(caught.value) == "this document is 25.0 MB; referdesk reads documents up to 25 MB"
 
 
-def test_a_one_megabyte_ccd_reads_in_well_under_100_ms():
+def test_a_one_megabyte_ccd_reads_whole():
+    """(How fast: bench/bench_ccda.py.)"""
     source = CCD_1.read_bytes()
     start, end = source.index(b"<structuredBody>") + 16, source.index(b"</structuredBody>")
     body = source[start:end]
     data = source[:start] + body * (1_048_576 // len(body) + 1) + source[end:]
     assert len(data) > 1_048_576
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        view = read_ccda(data)
-        timings.append(time.perf_counter() - started)
-    assert len(view.sections) > 100
-    assert min(timings) < 0.1, timings
+    view = read_ccda(data)
+    once = len(read_ccda(source).sections)
+    assert len(view.sections) == once * (1_048_576 // len(body) + 1)
 
 
 def test_reading_is_safe_in_threads():

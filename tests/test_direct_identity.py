@@ -16,7 +16,6 @@ from transports.direct.identity import (DirectSetupError, Identity, check_addres
                                         describe_anchors, describe_certificate, load_identity, load_trust_anchors)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "standards" / "direct" / "javari-agent" / "certs"
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="../shared/standards samples not present")
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +112,6 @@ def test_openssl_made_p12_with_passphrase(ossl):
         load_identity(path, b"S3cret")
 
 
-@needs_samples
 def test_direct_project_encrypted_p12_sample():
     identity = load_identity(SAMPLES / "gm2552encrypted.p12", b"1kingpuff")
     findings = check_identity(identity, "gm2552@securehealthemail.com", now=NOW)
@@ -314,7 +312,6 @@ def test_openssl_p12_chains_to_its_openssl_p7b(ossl, tmp_path):
     assert check_chain(identity, anchors, now=NOW).level == "ok"
 
 
-@needs_samples
 def test_direct_project_samples_sha1_chain_and_expired_certificate(tmp_path):
     identity = load_identity(SAMPLES / "test.email.com.p12", None)
     anchors = load_trust_anchors(SAMPLES / "Test_Alt_Name_CA_ROO.der")
