@@ -438,3 +438,23 @@ async def test_first_use_of_direct_opens_the_set_up_and_leaving_it_sends_nothing
         await pilot.pause()
         assert isinstance(app.screen, SendReferralDialog)
     assert Referral.select().count() == before
+
+
+async def test_global_keys_do_not_throw_away_a_message_being_written(seeded, direct_ready_config):
+    note = signed_note()
+    app = ReferdeskApp(config=direct_ready_config)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_compose(pilot, note, by_keys=False)
+        await type_text(pilot, "dr.who@direct", by_keys=False)
+        for key in ("f2", "f3", "f4"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, ComposeScreen)
+        assert app.screen.query_one("#to", Input).value == "dr.who@direct"
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("f2")
+        await pilot.pause()
+        from tui.screens.patient_search import PatientSearchScreen
+
+        assert isinstance(app.screen, PatientSearchScreen)

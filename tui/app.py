@@ -58,6 +58,19 @@ class ReferdeskApp(App[None]):
 
     # --- navigation ---------------------------------------------------------------------------------------
 
+    def _leaving_would_lose_work(self) -> bool:
+        """Global keys must not silently throw away a dialog, a message being written or the Direct set-up:
+        those are left with Esc (which asks where something was typed)."""
+        from textual.screen import ModalScreen
+
+        from tui.screens.compose import ComposeScreen
+        from tui.screens.direct_setup import DirectSetupScreen
+
+        if isinstance(self.screen, (ModalScreen, ComposeScreen, DirectSetupScreen)):
+            self.notify("Finish this window, or leave it with Esc, first.", severity="warning")
+            return True
+        return False
+
     def _back_to_search(self) -> None:
         from tui.screens.patient_search import PatientSearchScreen
 
@@ -66,6 +79,8 @@ class ReferdeskApp(App[None]):
 
     def action_search_patients(self) -> None:
         """Back to patient search from anywhere, keeping nothing of the chart that was open."""
+        if self._leaving_would_lose_work():
+            return
         self._back_to_search()
         self.screen.query_one("#query").focus()
 
@@ -122,14 +137,14 @@ class ReferdeskApp(App[None]):
     def action_referrals(self) -> None:
         from tui.screens.referrals import ReferralsScreen
 
-        if not isinstance(self.screen, ReferralsScreen):
+        if not isinstance(self.screen, ReferralsScreen) and not self._leaving_would_lose_work():
             self._back_to_search()
             self.push_screen(ReferralsScreen())
 
     def action_practice_documents(self) -> None:
         from tui.screens.documents import PracticeDocumentsScreen
 
-        if not isinstance(self.screen, PracticeDocumentsScreen):
+        if not isinstance(self.screen, PracticeDocumentsScreen) and not self._leaving_would_lose_work():
             self._back_to_search()
             self.push_screen(PracticeDocumentsScreen())
 
