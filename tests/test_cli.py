@@ -166,3 +166,23 @@ def test_verify_reports_the_verdict_and_its_source(data_dir, cli):
                                                      "reason": "", "source": "address-book", "checked_at": None}
     code, out, _ = cli("--data-dir", data_dir, "verify", "not@an address")
     assert code == 1 and "invalid — malformed" in out
+
+
+def test_demo_seeds_a_throwaway_database_runs_the_app_and_removes_it(monkeypatch, cli, tmp_path):
+    """`referdesk demo` with the app replaced by a probe that looks at what it was given."""
+    import tempfile
+
+    import tui.cli as cli_module
+    from models.patients import Patient
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen = {}
+
+    def probe(config, *, demo=False, start="search"):
+        seen.update(demo=demo, patients=Patient.select().count(), url=config.database_url)
+
+    monkeypatch.setattr(cli_module, "_run_app", probe)
+    code, out, err = cli("demo", "--patients", "40")
+    assert code == 0 and seen["demo"] is True and seen["patients"] == 40
+    assert "Seeded 40 synthetic patients" in err
+    assert list(tmp_path.iterdir()) == []  # the throw-away folder is gone

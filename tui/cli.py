@@ -68,12 +68,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.data_dir = tempfile.mkdtemp(prefix="referdesk-demo-")
     try:
         config = _open(args)
-        from models.patients import Patient
-        from models.seed import seed
+        from models.seed import SeedError, seed
 
-        if not Patient.select().exists():
-            _say(f"Seeding {args.patients} synthetic patients into {config.database_url} …")
+        try:
             seed(args.patients)
+            _say(f"Seeded {args.patients} synthetic patients into {config.database_url}")
+        except SeedError:
+            _say(f"Using the patients already in {config.database_url}")
         _run_app(config, demo=True)
     finally:
         if throwaway:
