@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -186,3 +187,30 @@ def test_demo_seeds_a_throwaway_database_runs_the_app_and_removes_it(monkeypatch
     assert code == 0 and seen["demo"] is True and seen["patients"] == 40
     assert "Seeded 40 synthetic patients" in err
     assert list(tmp_path.iterdir()) == []  # the throw-away folder is gone
+
+
+# --- inspect --------------------------------------------------------------------------------------------
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "standards" / "cda"
+
+
+def test_inspect_json_summarises_a_ccd_with_xsd_findings(cli):
+    ccd = SHARED / "examples" / "hl7-c-cda-examples" / "Documents" / "CCD" / "CCD 1" / "CCD.XML"
+    code, out, err = cli("inspect", ccd, "--json", "--schema", SHARED / "schema")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["document_type"]["code"] == "34133-9"
+    assert report["patient"] == report["patient"] | {"last_name": "Betterhalf", "first_name": "Eve",
+                                                      "birth_date": "1975-05-01", "sex": "F"}
+    assert any(s["code"] == "48765-2" and s["entries"] for s in report["sections"])
+    assert not [f for f in report["findings"] if f.get("source") == "xsd"]
+
+
+def test_inspect_of_something_that_is_not_xml_is_a_finding_not_an_error(cli, tmp_path):
+    junk = tmp_path / "junk.xml"
+    junk.write_bytes(b"%PDF-1.4 definitely not xml")
+    code, out, err = cli("inspect", junk, "--json")
+    assert code == 0
+    assert json.loads(out)["findings"][0]["severity"] == "error"
+    code, out, err = cli("inspect", tmp_path / "missing.xml")
+    assert code == 1 and "cannot read" in err and out == ""

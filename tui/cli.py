@@ -271,6 +271,45 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else EXIT_ERROR
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Read a C-CDA or an XDM zip and report what it holds and what is wrong with it. Findings are the
+    answer, not a failure: the exit status is 0 whenever the file could be read at all."""
+    from pathlib import Path
+
+    from models.config import ConfigError, load_config
+
+    try:
+        ccda = load_config(args.config, data_dir=args.data_dir, db_url=args.db).section("ccda")
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    from documents.ccda_validate import inspect_file
+
+    schema = args.schema or ccda.get("schema_dir")
+    schematron = args.schematron or ccda.get("schematron")
+    try:
+        report = inspect_file(args.file, schema_dir=Path(schema).expanduser() if schema else None,
+                              schematron=Path(schematron).expanduser() if schematron else None)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    if args.json:
+        _print_json(report)
+        return 0
+    kind = report.get("document_type") or {}
+    patient = report.get("patient") or {}
+    print(f"{kind.get('name') or 'unknown document'} ({kind.get('code') or '?'}, {kind.get('template') or '?'})")
+    print(f"Patient: {patient.get('last_name', '')}, {patient.get('first_name', '')}  "
+          f"born {patient.get('birth_date') or '?'}  sex {patient.get('sex') or '?'}")
+    for section in report.get("sections", []):
+        print(f"  {section.get('title') or '(untitled)'} [{section.get('code') or '-'}]: "
+              f"{len(section.get('entries', []))} entries")
+    findings = report.get("findings", [])
+    print(f"{len(findings)} finding(s)")
+    for finding in findings:
+        line = f" line {finding['line']}" if finding.get("line") else ""
+        print(f"  {finding['severity']}: {finding['message']} ({finding.get('location', '')}{line})")
+    return 0
+
+
 def cmd_setup_direct(args: argparse.Namespace) -> int:
     config = _open(args)
     saved = _run_app(config, start="direct-setup")
@@ -344,6 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "last verification)")
     verify.add_argument("address", metavar="ADDRESS")
     verify.add_argument("--json", action="store_true")
+
+    inspect = command("inspect", cmd_inspect, "read a C-CDA or an XDM zip: document type, patient, sections "
+                      "and entries, and what is wrong with it (exit 0 even when findings exist)")
+    inspect.add_argument("file", metavar="FILE")
+    inspect.add_argument("--json", action="store_true")
+    inspect.add_argument("--schema", metavar="DIR", help="HL7 CDA schema folder for XSD validation "
+                         "(else [ccda] schema_dir in the config)")
+    inspect.add_argument("--schematron", metavar="FILE", help="C-CDA schematron to run too (slow; "
+                         "else [ccda] schematron in the config)")
 
     setup = command("setup", lambda a: _usage(setup), "first-use set-up")
     setup_verbs = setup.add_subparsers(title="setup commands", metavar="WHAT")
