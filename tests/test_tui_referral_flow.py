@@ -458,3 +458,28 @@ async def test_global_keys_do_not_throw_away_a_message_being_written(seeded, dir
         from tui.screens.patient_search import PatientSearchScreen
 
         assert isinstance(app.screen, PatientSearchScreen)
+
+
+async def test_the_chart_shows_the_new_referral_and_its_documents_when_the_user_comes_back(seeded,
+                                                                                            direct_ready_config):
+    note, chosen = signed_note(), contact("verified")
+    app = ReferdeskApp(config=direct_ready_config)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_compose(pilot, note, by_keys=False)
+        await type_text(pilot, chosen.direct_address, by_keys=False)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        await pilot.press("escape")  # note view -> chart
+        await settle(pilot)
+        assert isinstance(app.screen, ChartScreen)
+        referral = Referral.select().where(Referral.note == note.id).get()
+        await pilot.press("4")
+        await settle(pilot)
+        assert app.screen.query_one("#referrals-table").get_row(str(referral.id))
+        await pilot.press("3")
+        await settle(pilot)
+        documents = app.screen.query_one("#documents DataTable")
+        filed = Document.select().where(Document.referral == referral, Document.owner == "patient").count()
+        assert filed >= 1 and documents.row_count == filed  # the patient's copies, not the practice's

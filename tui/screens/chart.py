@@ -62,6 +62,16 @@ class ChartScreen(ReferdeskScreen):
         menu.highlighted = [key for key, _ in SECTIONS].index(self.section)
         menu.focus()
 
+    def on_screen_resume(self) -> None:
+        """Back from a note or a document: a referral may have been sent meanwhile, so re-read the lists."""
+        from tui.widgets.documents_pane import DocumentsPane
+        from tui.widgets.referrals_pane import ReferralsPane
+
+        for pane in self.query(DocumentsPane):
+            pane.load()
+        for pane in self.query(ReferralsPane):
+            pane.reload()
+
     @on(OptionList.OptionHighlighted, "#menu")
     def menu_moved(self, event: OptionList.OptionHighlighted) -> None:
         self.query_one("#panes", ContentSwitcher).current = event.option.id
