@@ -214,3 +214,27 @@ def test_inspect_of_something_that_is_not_xml_is_a_finding_not_an_error(cli, tmp
     assert json.loads(out)["findings"][0]["severity"] == "error"
     code, out, err = cli("inspect", tmp_path / "missing.xml")
     assert code == 1 and "cannot read" in err and out == ""
+
+
+def test_ccda_writes_a_referral_note_that_inspect_reads_back(data_dir, cli, tmp_path):
+    out_file = tmp_path / "referral.xml"
+    code, out, err = cli("--data-dir", data_dir, "ccda", "--patient", "1000001", "--exclude", "goals",
+                         "--recipient-name", "Dr. Ana Ruiz", "-o", out_file)
+    assert code == 0, err
+    assert oct(out_file.stat().st_mode & 0o777) == "0o600"
+    code, out, _ = cli("inspect", out_file, "--json", "--schema", SHARED / "schema")
+    report = json.loads(out)
+    assert report["document_type"]["code"] == "57133-1"
+    assert not [f for f in report["findings"] if f["severity"] == "error"]
+    code, out, _ = cli("--data-dir", data_dir, "ccda", "--patient", "1000001", "--direction", "receiving",
+                       "--html", "--stylesheet", SHARED / "stylesheet" / "CDA.xsl")
+    assert code == 0 and "<html" in out and "Continuity of Care" in out
+
+
+def test_ccda_errors_say_what_to_do(data_dir, cli):
+    code, out, err = cli("--data-dir", data_dir, "ccda", "--patient", "nope")
+    assert code == 1 and "referdesk search" in err and out == ""
+    code, out, err = cli("--data-dir", data_dir, "ccda", "--patient", "1000001", "--exclude", "tarot")
+    assert code == 1 and "unknown section(s) tarot" in err
+    code, out, err = cli("--data-dir", data_dir, "ccda", "--patient", "1000001", "--html")
+    assert code == 1 and "CDA.xsl" in err

@@ -41,10 +41,12 @@ def test_create_referral_stores_everything_in_one_go(note):
     assert json.loads(referral.excluded_sections) == ["goals"]
     assert referral.subject.startswith("Referral: ")
     assert referral.created_by.username == "frontdesk"
-    patient_copy, practice_copy = sorted(referral.documents, key=lambda d: d.owner != "patient")
-    assert (patient_copy.owner, practice_copy.owner) == ("patient", "practice")
-    assert patient_copy.sha256 == practice_copy.sha256
-    assert patient_copy.size == len(bytes(patient_copy.content)) == attachments[0].size
+    copies = {(d.owner, d.kind): d for d in referral.documents}
+    assert set(copies) == {(owner, a.kind) for owner in ("patient", "practice") for a in attachments}
+    for attachment in attachments:
+        patient_copy, practice_copy = copies["patient", attachment.kind], copies["practice", attachment.kind]
+        assert patient_copy.sha256 == practice_copy.sha256
+        assert bytes(patient_copy.content) == attachment.content and patient_copy.size == attachment.size
     assert [j.state for j in referral.jobs] == ["pending"]
     assert [e.kind for e in referral.events] == ["queued"]
     audit = AuditEvent.get(AuditEvent.object_id == str(referral.id))
@@ -93,15 +95,18 @@ def test_an_oversized_attachment_rolls_back_the_whole_referral(note):
 def test_outcome_never_says_sent_for_a_queued_referral(note):
     referral = create_referral(draft(note), build_attachments(draft(note)))
     text, state = referral_outcome(referral.id)
-    assert state == "queued" and text.startswith(f"Queued — referral #{referral.id} and 1 document(s)")
+    sent = len(build_attachments(draft(note)))
+    assert state == "queued" and text.startswith(f"Queued — referral #{referral.id} and {sent} document(s)")
     referral.status = "sent"
     referral.save()
     assert referral_outcome(referral.id)[1] == "sent"
 
 
 def test_attachments_follow_the_encounter_note_choice(note):
-    assert [a.kind for a in build_attachments(draft(note))] == ["note"]
-    assert build_attachments(draft(note, include_note=False)) == []
+    assert [a.kind for a in build_attachments(draft(note))] == ["note", "ccda", "xdm"]
+    assert [a.kind for a in build_attachments(draft(note, include_note=False))] == ["ccda", "xdm"]
+    assert [a.kind for a in build_attachments(draft(note, channel="efax", recipient="2175550142"))] == [
+        "note", "ccda"]
     text = build_attachments(draft(note))[0].content.decode()
     assert f"MRN {note.patient.mrn}" in text and "ASSESSMENT" in text
 

@@ -301,10 +301,20 @@ async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outb
     assert referral.message_id.startswith("<") and referral.message_id.endswith(">")
     assert OutboxJob.select().where(OutboxJob.referral == referral, OutboxJob.state == "pending").count() == 1
     documents = Document.select().where(Document.referral == referral)
-    assert sorted(d.owner for d in documents) == ["patient", "practice"]
-    document = next(d for d in documents if d.owner == "patient")
-    assert document.patient_id == note.patient_id
-    assert b"CHIEF COMPLAINT" in bytes(document.content)
+    assert sorted((d.owner, d.kind) for d in documents) == sorted(
+        (owner, kind) for owner in ("patient", "practice") for kind in ("note", "ccda", "xdm"))
+    filed = {d.kind: d for d in documents if d.owner == "patient"}
+    assert all(d.patient_id == note.patient_id for d in filed.values())
+    assert b"CHIEF COMPLAINT" in bytes(filed["note"].content)
+    assert b"<ClinicalDocument" in bytes(filed["ccda"].content) and b"57133-1" in bytes(filed["ccda"].content)
+    # The two unticked items left the document: no immunization or goal entries went out.
+    from lxml import etree
+
+    ccda = etree.fromstring(bytes(filed["ccda"].content))
+    v3 = {"v3": "urn:hl7-org:v3"}
+    for code in ("11369-6", "61146-7"):  # Immunizations, Goals
+        for section in ccda.xpath(f"//v3:section[v3:code/@code='{code}']", namespaces=v3):
+            assert section.get("nullFlavor") == "NI" and not section.findall("v3:entry", v3)
     assert [e.kind for e in ReferralEvent.select().where(ReferralEvent.referral == referral)] == ["queued"]
 
 

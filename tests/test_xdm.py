@@ -112,3 +112,30 @@ def test_our_document_entry_has_every_slot_and_classification_the_full_samples_h
     assert set(slots(their_entry)) - {"repositoryUniqueId"} <= set(slots(our_entry))
     their_schemes = {c.get("classificationScheme") for c in their_entry.findall("rim:Classification", NS)}
     assert their_schemes <= {c.get("classificationScheme") for c in our_entry.findall("rim:Classification", NS)}
+
+
+def test_a_referral_package_is_read_back_by_our_own_inspector(seeded):
+    """The XDM built for a Direct referral opens in `referdesk inspect`: the C-CDA inside is summarised and the
+    metadata agrees with it."""
+    from documents.ccda_validate import inspect_zip
+    from documents.packet import build_attachments
+    from models.patients import Note
+    from models.referring import ReferralDraft
+
+    note = Note.select().where(Note.signed_at.is_null(False)).order_by(Note.id).first()
+    draft = ReferralDraft(patient_id=note.patient_id, note_id=note.id, channel="direct",
+                          recipient="cardio@direct.valley-cardio.example", reason="Chest pain")
+    attachments = {a.kind: a for a in build_attachments(draft)}
+    assert set(attachments) == {"note", "ccda", "xdm"}
+    package = unpack(attachments["xdm"].content)
+    assert package.read("IHE_XDM/SUBSET01/DOC0001.XML") == attachments["ccda"].content
+    report = inspect_zip(attachments["xdm"].content)
+    assert report["patient"]["last_name"] == note.patient.last_name
+    assert report["document_type"]["code"] == "57133-1"
+    assert not [f for f in report["findings"] if f["severity"] == "error"]
+    entry = etree.fromstring(package.read("IHE_XDM/SUBSET01/METADATA.XML")).find(".//rim:ExtrinsicObject", NS)
+    ccda_id = etree.fromstring(attachments["ccda"].content).find("{urn:hl7-org:v3}id")
+    unique = {i.get("identificationScheme"): i.get("value") for i in entry.findall("rim:ExternalIdentifier", NS)}
+    assert unique[DE_UNIQUE_ID].endswith(ccda_id.get("extension") or "") and unique[DE_UNIQUE_ID].startswith("2.")
+    efax = ReferralDraft(patient_id=note.patient_id, note_id=note.id, channel="efax", recipient="2175550142")
+    assert "xdm" not in {a.kind for a in build_attachments(efax)}

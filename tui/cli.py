@@ -271,6 +271,51 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if verdict.ok else EXIT_ERROR
 
 
+def cmd_ccda(args: argparse.Namespace) -> int:
+    """The Transition of Care document the referral would carry, built now from the chart."""
+    config = _open(args)
+    from documents.ccda import build_ccda
+    from models.charts import PatientNotFound, get_patient, latest_signed_note
+    from models.referring import SECTION_KEYS, ReferralDraft, ReferralError
+
+    try:
+        patient = get_patient(args.patient)
+        note_id = args.note if args.note is not None else latest_signed_note(args.patient)
+    except PatientNotFound as exc:
+        raise CommandError(f"{exc}; find it with: referdesk search NAME") from exc
+    unknown = set(args.exclude) - SECTION_KEYS
+    if unknown:
+        raise CommandError(f"unknown section(s) {', '.join(sorted(unknown))}; "
+                           f"choose from {', '.join(sorted(SECTION_KEYS))}")
+    draft = ReferralDraft(patient_id=patient.id, note_id=note_id, channel="direct", direction=args.direction,
+                          include_note=note_id is not None, excluded_sections=tuple(args.exclude),
+                          reason=args.reason or "", recipient_name=args.recipient_name or "")
+    try:
+        document = build_ccda(draft)
+    except ReferralError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.html:
+        from documents.ccda_html import RenderError, render_html
+
+        stylesheet = args.html_stylesheet or config.section("ccda").get("stylesheet")
+        if not stylesheet:
+            raise CommandError("--html needs HL7's CDA.xsl: give --stylesheet FILE or [ccda] stylesheet in the config")
+        try:
+            document = render_html(document, stylesheet)
+        except RenderError as exc:
+            raise CommandError(str(exc)) from exc
+    if args.output and args.output != "-":
+        import os
+
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(document)
+        _say(f"wrote {len(document):,} bytes to {args.output}")
+    else:
+        sys.stdout.buffer.write(document)
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Read a C-CDA or an XDM zip and report what it holds and what is wrong with it. Findings are the
     answer, not a failure: the exit status is 0 whenever the file could be read at all."""
@@ -383,6 +428,19 @@ def build_parser() -> argparse.ArgumentParser:
                      "last verification)")
     verify.add_argument("address", metavar="ADDRESS")
     verify.add_argument("--json", action="store_true")
+
+    ccda = command("ccda", cmd_ccda, "write the Transition of Care C-CDA for a patient (Referral Note when "
+                   "transferring, CCD when receiving), built now from the chart")
+    ccda.add_argument("--patient", required=True, metavar="MRN")
+    ccda.add_argument("--note", type=int, metavar="ID", help="default: the patient's latest signed note")
+    ccda.add_argument("--direction", choices=("transferring", "receiving"), default="transferring")
+    ccda.add_argument("--exclude", nargs="+", default=[], metavar="SECTION")
+    ccda.add_argument("--reason", metavar="R")
+    ccda.add_argument("--recipient-name", metavar="NAME")
+    ccda.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
+    ccda.add_argument("--html", action="store_true", help="render with HL7's CDA.xsl instead of writing XML")
+    ccda.add_argument("--stylesheet", dest="html_stylesheet", metavar="FILE", help="CDA.xsl (else [ccda] "
+                      "stylesheet)")
 
     inspect = command("inspect", cmd_inspect, "read a C-CDA or an XDM zip: document type, patient, sections "
                       "and entries, and what is wrong with it (exit 0 even when findings exist)")
