@@ -87,8 +87,7 @@ def make_draft(patient: Patient, direction: str, variant: str = "none", **change
 @pytest.fixture(scope="module")
 def checked(seeded_template, tmp_path_factory):
     """Build every variant for the spread of patients, then check them all in one checker run."""
-    if not CHECKER.exists():
-        pytest.skip(f"{CHECKER} not found")
+    assert CHECKER.exists(), f"{CHECKER} is missing: ../shared must sit beside the checkout"
     folder = tmp_path_factory.mktemp("ccda")
     db_file = folder / "referdesk.db"
     shutil.copy(seeded_template, db_file)
