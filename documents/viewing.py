@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from documents.ccda_reader import read_summary
 from documents.ccda_view import CcdaView, CcdaViewError, read_ccda
 from models import clock
 from models.documents import get_document, list_documents
@@ -116,6 +117,7 @@ class DocumentDisplay:
     ccda: CcdaView | None = None
     text: str = ""
     error: str = ""
+    findings: tuple[str, ...] = ()  # what the structural checks found wrong, "severity: message" each
 
 
 def looks_like_cda(content: bytes) -> bool:
@@ -155,9 +157,12 @@ def display_document(document: Document) -> DocumentDisplay:
     mode = display_mode(document.media_type, content)
     if mode == "ccda":
         try:
-            return DocumentDisplay(**common, mode="ccda", ccda=read_ccda(content))
+            view = read_ccda(content)
         except CcdaViewError as error:
             return DocumentDisplay(**common, mode="error", error=str(error), text=decode_text(content))
+        findings = tuple(f"{f.severity}: {f.message}" for f in read_summary(content).findings
+                         if f.severity in ("error", "warning"))
+        return DocumentDisplay(**common, mode="ccda", ccda=view, findings=findings)
     if mode == "text":
         return DocumentDisplay(**common, mode="text", text=decode_text(content, document.media_type))
     return DocumentDisplay(**common, mode="binary")

@@ -16,10 +16,11 @@ from documents.ccda import build_ccda
 from documents.ccda.sections import WITHHELD
 from documents.packet import build_attachments
 from models import clock
-from models.clinical import CLINICAL_MODELS, Allergy, Problem
+from models.clinical import CLINICAL_MODELS, Allergy, CareTeamMember, Problem
 from models.contacts import Contact
 from models.db import close_database, open_database, sqlite_url
 from models.patients import Encounter, Note, Patient
+from models.practice import Provider
 from models.referring import SUMMARY_OF_CARE, ReferralDraft
 from tests.conftest import FROZEN_NOW
 
@@ -267,3 +268,44 @@ def test_the_packet_carries_the_ccda_next_to_the_note(spread):
     assert parse(ccda.content).find("v3:title", NS).text == "Referral Note"
     summary = build_attachments(make_draft(patient, "receiving", include_note=False))
     assert [(a.kind, a.title) for a in summary] == [("ccda", "Continuity of Care Document")]
+
+
+CARE_TEAMS = "2.16.840.1.113883.10.20.22.2.500"
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_the_care_team_section_lists_the_patients_care_team_and_is_left_out_when_unticked(spread, direction):
+    patient = spread["many_problems"]
+    pcp = CareTeamMember.get(CareTeamMember.patient == patient.id).provider
+    extra = Provider.select().where(Provider.id != pcp.id).order_by(Provider.id).first()
+    CareTeamMember.create(patient=patient.id, provider=extra, role_code="22731001", role="Orthopedic surgeon")
+    members = list(CareTeamMember.select().where(CareTeamMember.patient == patient.id).order_by(CareTeamMember.id))
+    assert len(members) >= 2
+    doc = parse(build_ccda(make_draft(patient, direction)))
+    care = section(doc, "85847-2")
+    assert care is not None and care.get("nullFlavor") is None
+    assert [(t.get("root"), t.get("extension")) for t in care.findall("v3:templateId", NS)] == [
+        (CARE_TEAMS, "2019-07-01"), (CARE_TEAMS, "2022-06-01")]
+    (organizer,) = care.findall("v3:entry/v3:organizer", NS)
+    assert "2019-07-01" in organizer.xpath(
+        "v3:templateId[@root='2.16.840.1.113883.10.20.22.4.500']/@extension", namespaces=NS)
+    assert organizer.find("v3:code", NS).get("code") == "86744-0"
+    acts = organizer.findall("v3:component/v3:act", NS)
+    assert len(acts) == len(members)
+    narrative = {c.get("ID"): "".join(c.itertext()) for c in care.iterfind("v3:text//v3:content[@ID]", NS)}
+    for member, act in zip(members, acts):
+        assert "2019-07-01" in act.xpath(
+            "v3:templateId[@root='2.16.840.1.113883.10.20.22.4.500.1']/@extension", namespaces=NS)
+        entity = act.find("v3:performer/v3:assignedEntity", NS)
+        npi = entity.find("v3:id", NS)
+        assert (npi.get("root"), npi.get("extension")) == ("2.16.840.1.113883.4.6", member.provider.npi)
+        assert entity.findtext("v3:assignedPerson/v3:name/v3:family", namespaces=NS) == member.provider.last_name
+        assert entity.find("v3:addr", NS) is not None and entity.find("v3:telecom", NS) is not None
+        function = act.find("v3:performer/{urn:hl7-org:sdtc}functionCode", NS)
+        assert function.get("code") == member.role_code
+        ref = act.find("v3:text/v3:reference", NS).get("value")
+        assert member.provider.last_name in narrative[ref[1:]]
+    unticked = parse(build_ccda(make_draft(patient, direction, "care_team")))
+    assert section(unticked, "85847-2") is None
+    assert not unticked.xpath("//v3:organizer[v3:templateId/@root='2.16.840.1.113883.10.20.22.4.500']",
+                              namespaces=NS)

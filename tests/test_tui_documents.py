@@ -394,3 +394,32 @@ async def test_a_missing_document_is_said_not_a_blank_screen(docs):
         assert isinstance(app.screen, DocumentViewScreen)
         await pilot.press("escape")
         assert not isinstance(app.screen, DocumentViewScreen)
+
+
+async def test_checks_findings_show_as_one_line_and_f_lists_them(seeded):
+    """A received C-CDA that breaks rules says so above the document; f opens the list."""
+    from textual.widgets import Static
+
+    from models.documents import Attachment, file_document
+    from models.patients import Patient
+    from tui.app import ReferdeskApp
+    from tui.screens.document_view import DocumentViewScreen
+
+    patient = Patient.select().order_by(Patient.id).first()
+    data = (Path(__file__).resolve().parents[2] / "shared" / "standards" / "cda" / "examples" / "hl7-c-cda-examples"
+            / "Documents" / "Referral Note" / "Referral_Note.xml").read_bytes()
+    document = file_document(Attachment("referral.xml", "application/xml", data, "report", "Referral"),
+                             owner="patient", patient=patient)
+    app = ReferdeskApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(DocumentViewScreen(document.id))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        line = str(app.screen.query_one(".doc-findings", Static).content)
+        assert line.startswith("⚠ Checks found") and "f lists them" in line
+        await pilot.press("f")
+        listed = str(app.screen.query_one(".doc-findings", Static).content)
+        assert "57113-1" in listed and listed.count("•") >= 2
+        await pilot.press("f")
+        assert str(app.screen.query_one(".doc-findings", Static).content) == line

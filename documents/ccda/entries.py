@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from documents.ccda.xml import (
     ACT_CLASS, ACT_CODE, NUCC, CPT, CVX, ICD10, INTERPRETATION, LOINC, NCI, RXNORM, SNOMED, SOP, SYSTEMS, XSI_TYPE,
-    NPI_ROOT, code, el, identifier, ivl, reference, template, text_ref, time_el,
+    NPI_ROOT, address, code, el, identifier, ivl, person_name, reference, sdtc, template, telecom, text_ref,
+    time_el,
 )
 
 
@@ -410,3 +411,54 @@ def payer(parent, env: Env, row, ref: str):
     identifier(plan, env.root + ".8", f"plan-{row.payer_type_code}")
     el(plan, "code", nullFlavor="NA")
     text_ref(plan, ref)
+
+
+CARE_TEAM_VERSIONS = ("2019-07-01", "2022-06-01")  # Companion Guide 2019-07-01; the 2.1 schematron checks V2
+PRIMARY_CARE = "446050000"
+
+
+def care_team_organizer(parent, env: Env, team_id, team_ref: str, members: list, refs: list[str]):
+    """Care Team Organizer (2.16.840.1.113883.10.20.22.4.500): one team, a Care Team Member Act per member
+    (performer: NPI, specialty, address, phone, name). The lead (PPRF) is the primary care physician, else the
+    first member; its id is the lead member act's id."""
+    org = el(parent, "organizer", classCode="CLUSTER", moodCode="EVN")
+    for ext in CARE_TEAM_VERSIONS:
+        template(org, "2.16.840.1.113883.10.20.22.4.500", ext)
+    _entry_id(org, env, "care-team", team_id)
+    code(org, "code", "86744-0", LOINC, "Care Team", ref=team_ref)
+    el(org, "statusCode", code="active")
+    ivl(org, "effectiveTime", None)
+    author(org, env)
+    lead = next((m for m in members if m.role_code == PRIMARY_CARE), members[0])
+    role = el(el(org, "participant", typeCode="PPRF"), "participantRole")
+    _entry_id(role, env, "care-team-member", lead.id)
+    for member, ref in zip(members, refs):
+        care_team_member(el(org, "component"), env, member, ref)
+    return org
+
+
+def care_team_member(parent, env: Env, member, ref: str):
+    """Care Team Member Act (2.16.840.1.113883.10.20.22.4.500.1): the member as performer of the care provision."""
+    provider = member.provider
+    act = el(parent, "act", classCode="PCPR", moodCode="EVN")
+    for ext in CARE_TEAM_VERSIONS:
+        template(act, "2.16.840.1.113883.10.20.22.4.500.1", ext)
+    _entry_id(act, env, "care-team-member", member.id)
+    code(act, "code", "85847-2", LOINC, "Patient Care team information")
+    text_ref(act, ref)
+    el(act, "statusCode", code="active")
+    ivl(act, "effectiveTime", None)
+    performer = el(act, "performer", typeCode="PRF")
+    if member.role_code:
+        sdtc(performer, "functionCode", code=member.role_code, codeSystem=SNOMED[0], codeSystemName=SNOMED[1],
+             displayName=member.role or None)
+    entity = el(performer, "assignedEntity")
+    identifier(entity, NPI_ROOT, provider.npi)
+    if provider.specialty_code:
+        code(entity, "code", provider.specialty_code, NUCC, provider.specialty or None)
+    address(entity, provider.address_line, provider.city, provider.state, provider.postal_code)
+    telecom(entity, provider.phone, provider.direct_address, use="WP", required=True)
+    person_name(el(entity, "assignedPerson"), provider.first_name, provider.last_name, provider.credentials)
+    if provider.organization:
+        el(el(entity, "representedOrganization"), "name", text=provider.organization)
+    return act

@@ -15,10 +15,11 @@ from documents.ccda.narrative import paragraph, table
 from documents.ccda.xml import LOINC, code, el, template
 from models import codes
 from models.clinical import (
-    Allergy, Goal, HealthConcern, Immunization, Medication, Payer, PlanItem, Problem, Procedure, Result,
+    Allergy, CareTeamMember, Goal, HealthConcern, Immunization, Medication, Payer, PlanItem, Problem, Procedure, Result,
     SmokingStatus, VitalSign,
 )
 from models.patients import Encounter
+from models.practice import Provider
 
 WITHHELD = "This section was withheld by the sender: it is not part of this referral's Summary of Care."
 
@@ -231,6 +232,31 @@ def _payers(section, ctx: Context) -> bool:
     return True
 
 
+def _care_team(section, ctx: Context) -> bool:
+    """The patient's care team: a caption naming the team, a table of its members (each row's id is what its
+    Care Team Member Act references), one Care Team Organizer."""
+    rows = list(CareTeamMember.select(CareTeamMember, Provider).join(Provider)
+                .where(CareTeamMember.patient == ctx.patient.id).order_by(CareTeamMember.id))
+    if not rows:
+        return False
+    text = _text(section)
+    paragraph(text, f"Care team of {ctx.patient.first_name} {ctx.patient.last_name}".strip(), "care-team")
+
+    def name(p):
+        return ", ".join(part for part in (f"{p.first_name} {p.last_name}".strip(), p.credentials) if part)
+
+    def place(p):
+        return ", ".join(part for part in (p.address_line, p.city, f"{p.state} {p.postal_code}".strip()) if part)
+
+    table(text, ["Member", "Role", "Specialty", "Organization", "Address", "Phone", "Direct address"], [
+        (f"care-team-member-{r.id}", [name(r.provider), r.role, r.provider.specialty, r.provider.organization,
+                                      place(r.provider), r.provider.phone, r.provider.direct_address])
+        for r in rows])
+    entries.care_team_organizer(_entry(section, None), ctx.env, ctx.patient.id, "care-team", rows,
+                                [f"care-team-member-{r.id}" for r in rows])
+    return True
+
+
 def _append(parent, words: str) -> None:
     if len(parent):
         parent[-1].tail = (parent[-1].tail or "") + words
@@ -284,6 +310,8 @@ SPECS = {
                               "Plan of Treatment", _plan),
     "encounters": Spec("encounters", f"{S}.22.1", "2015-08-01", "46240-8", "History of Hospitalizations+Outpatient visits Narrative",
                        "Encounters", _encounters),
+    "care_team": Spec("care_team", f"{S}.500", "2019-07-01", "85847-2", "Patient Care team information",
+                      "Care Teams", _care_team),
     "payers": Spec("payers", f"{S}.18", "2015-08-01", "48768-6", "Payment sources Document", "Payers", _payers),
 }
 NOTES = Spec("note", f"{S}.65", "2016-11-01", "11506-3", "Progress note", "Notes", _notes)
@@ -292,10 +320,10 @@ NOTES = Spec("note", f"{S}.65", "2016-11-01", "11506-3", "Progress note", "Notes
 ORDER = {
     "transferring": ["reason_for_referral", "problems", "allergies", "medications", "immunizations", "vital_signs",
                      "results", "procedures", "smoking_status", "goals", "health_concerns", "assessment_plan",
-                     "encounters", "payers"],
+                     "encounters", "care_team", "payers"],
     "receiving": ["problems", "allergies", "medications", "immunizations", "vital_signs", "results",
                   "procedures", "smoking_status", "goals", "health_concerns", "plan_of_treatment",
-                  "reason_for_referral", "encounters", "payers"],
+                  "reason_for_referral", "encounters", "care_team", "payers"],
 }
 REQUIRED = {
     "transferring": {"reason_for_referral", "problems", "allergies", "medications", "assessment_plan"},
@@ -303,9 +331,15 @@ REQUIRED = {
 }
 
 
+# Sections whose template has a later version the 2.1 schematron checks: both templateIds are sent.
+ALSO = {f"{S}.500": "2022-06-01"}
+
+
 def _start(body, spec: Spec, null: bool = False):
     section = el(el(body, "component"), "section", nullFlavor="NI" if null else None)
     template(section, spec.root, spec.ext)
+    if spec.root in ALSO:
+        template(section, spec.root, ALSO[spec.root])
     code(section, "code", spec.loinc, LOINC, spec.display)
     el(section, "title", text=spec.title)
     return section

@@ -28,13 +28,16 @@ class DocumentViewScreen(ReferdeskScreen):
     CSS_PATH = "document_view.tcss"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="documents.view.back"),
-        Binding("right_square_bracket,n", "next_section", "Next section", key_display="]",
+        Binding("right_square_bracket,n", "next_section", "Next", key_display="]",
                 id="documents.view.next_section"),
-        Binding("left_square_bracket,p", "previous_section", "Prev section", key_display="[",
+        Binding("left_square_bracket,p", "previous_section", "Prev", key_display="[",
                 id="documents.view.previous_section"),
         Binding("s", "save_copy", "Save copy", id="documents.view.save_copy"),
         Binding("r", "toggle_raw", "Raw text", id="documents.view.raw"),
+        Binding("f", "toggle_findings", "Findings", id="documents.view.findings"),
     ]
+
+    findings_open = False
 
     def __init__(self, document_id: int) -> None:
         super().__init__()
@@ -96,6 +99,9 @@ class DocumentViewScreen(ReferdeskScreen):
     def _widgets_for(self, shown: DocumentDisplay):
         if shown.mode == "ccda":
             self.built_width = self._content_width()
+            if shown.findings:
+                # No id: a resize rebuilds the body while the old widgets are still being removed.
+                yield Static(findings_text(shown.findings, expanded=self.findings_open), classes="doc-findings")
             yield from document_widgets(shown.ccda, self.built_width)
         elif shown.mode == "text":
             area = TextArea(shown.text, read_only=True, soft_wrap=True, id="doc-text")
@@ -132,6 +138,8 @@ class DocumentViewScreen(ReferdeskScreen):
             return shown is not None and shown.mode == "ccda"
         if action == "toggle_raw":
             return shown is not None and shown.mode == "error"
+        if action == "toggle_findings":
+            return shown is not None and bool(shown.findings)
         if action == "save_copy":
             return shown is not None
         return True
@@ -193,6 +201,14 @@ class DocumentViewScreen(ReferdeskScreen):
 
     # --- raw text of a document that failed -------------------------------------------------------------
 
+    def action_toggle_findings(self) -> None:
+        shown = self.display_info
+        if shown is None or not shown.findings:
+            return
+        self.findings_open = not self.findings_open
+        for widget in self.query(".doc-findings").results(Static):
+            widget.update(findings_text(shown.findings, expanded=self.findings_open))
+
     def action_toggle_raw(self) -> None:
         shown = self.display_info
         if shown is None or shown.mode != "error":
@@ -249,6 +265,18 @@ class DocumentViewScreen(ReferdeskScreen):
 
     def saved(self, path: Path) -> None:
         self.notify(f"Saved a copy to {path} (readable by you only).", title="Copy saved")
+
+
+def findings_text(findings: tuple[str, ...], *, expanded: bool, most: int = 20) -> Text:
+    """What the checks found wrong with the document, above it: a received document may break rules, and the
+    reader should know before trusting what follows. One line until the user asks for the list (f)."""
+    if not expanded:
+        return Text(f"⚠ Checks found {len(findings)} problem(s) with this document — f lists them")
+    lines = [f"⚠ Checks found {len(findings)} problem(s) with this document (f hides them):"]
+    lines += [f"  • {finding}" for finding in findings[:most]]
+    if len(findings) > most:
+        lines.append(f"  … and {len(findings) - most} more (referdesk inspect FILE lists them all)")
+    return Text("\n".join(lines))
 
 
 def _a_kind(type_label: str) -> str:
