@@ -238,3 +238,13 @@ def test_ccda_errors_say_what_to_do(data_dir, cli):
     assert code == 1 and "unknown section(s) tarot" in err
     code, out, err = cli("--data-dir", data_dir, "ccda", "--patient", "1000001", "--html")
     assert code == 1 and "CDA.xsl" in err
+
+
+def test_inspect_refuses_documents_over_the_configured_size(cli, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[ccda]\nmax_mb = 0.01\n")
+    ccd = SHARED / "examples" / "hl7-c-cda-examples" / "Documents" / "CCD" / "CCD 1" / "CCD.XML"
+    code, out, err = cli("--config", config, "inspect", ccd, "--json")
+    assert code == 0
+    (finding,) = json.loads(out)["findings"]
+    assert finding["severity"] == "error" and "the limit is 0.0 MB" in finding["message"]

@@ -332,8 +332,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     schema = args.schema or ccda.get("schema_dir")
     schematron = args.schematron or ccda.get("schematron")
     try:
+        max_mb = float(ccda.get("max_mb", 20))
+    except (TypeError, ValueError):
+        raise CommandError(f"[ccda] max_mb must be a number of megabytes, not {ccda.get('max_mb')!r}") from None
+    try:
         report = inspect_file(args.file, schema_dir=Path(schema).expanduser() if schema else None,
-                              schematron=Path(schematron).expanduser() if schematron else None)
+                              schematron=Path(schematron).expanduser() if schematron else None,
+                              max_bytes=int(max_mb * 1024 * 1024))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
     if args.json:
