@@ -261,13 +261,14 @@ def test_the_document_id_is_stable_per_referral_and_can_be_given(spread):
 def test_the_packet_carries_the_ccda_next_to_the_note(spread):
     patient = spread["allergic"]
     attachments = build_attachments(make_draft(patient, "transferring"))
-    assert [a.kind for a in attachments] == ["note", "ccda"]
+    assert [a.kind for a in attachments] == ["note", "ccda", "xdm"]  # Direct also carries the XDM package
     ccda = attachments[1]
     assert ccda.media_type == "application/xml" and ccda.title == "Referral Note"
     assert ccda.filename == f"referral-{patient.mrn}-20261102.xml"
     assert parse(ccda.content).find("v3:title", NS).text == "Referral Note"
     summary = build_attachments(make_draft(patient, "receiving", include_note=False))
-    assert [(a.kind, a.title) for a in summary] == [("ccda", "Continuity of Care Document")]
+    assert [(a.kind, a.title) for a in summary] == [("ccda", "Continuity of Care Document"),
+                                                    ("xdm", "Continuity of Care Document (XDM package)")]
 
 
 CARE_TEAMS = "2.16.840.1.113883.10.20.22.2.500"

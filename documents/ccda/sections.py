@@ -15,8 +15,8 @@ from documents.ccda.narrative import paragraph, table
 from documents.ccda.xml import LOINC, code, el, template
 from models import codes
 from models.clinical import (
-    Allergy, CareTeamMember, Goal, HealthConcern, Immunization, Medication, Payer, PlanItem, Problem, Procedure, Result,
-    SmokingStatus, VitalSign,
+    Allergy, CareTeamMember, Goal, HealthConcern, Immunization, Medication, Payer, PlanItem, Problem, Procedure,
+    Result, SmokingStatus, VitalSign,
 )
 from models.patients import Encounter
 from models.practice import Provider
