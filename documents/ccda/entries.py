@@ -48,7 +48,18 @@ X12_INSURANCE_TYPE = {"1": ("MB", "Medicare Part B"), "2": ("MC", "Medicaid"),
                       "511": ("HM", "Health Maintenance Organization"),
                       "512": ("PR", "Preferred Provider Organization (PPO)")}
 PROBLEM_TYPE = ("55607006", "Problem")
-ALLERGY_TO_SUBSTANCE = ("419199007", "Allergy to substance (disorder)")
+# Allergy types from the Allergy and Intolerance Type value set that both the 2.1 and the 3.0 schematrons accept.
+DRUG_ALLERGY = ("416098002", "Drug allergy (disorder)")
+FOOD_ALLERGY = ("414285001", "Food allergy (disorder)")
+ALLERGIC_DISPOSITION = ("609328004", "Allergic disposition (finding)")
+FOOD_ALLERGENS = {"256349002", "102263004", "3718001", "44027008"}  # peanut, eggs, cow's milk, seafood
+QRDA_ALLERGY = "2.16.840.1.113883.10.20.24.3.90"  # the 3.0 schematron asks 2014-06-09 allergies to carry it
+
+
+def allergy_type(row) -> tuple[str, str]:
+    if row.substance_system == "RxNorm":
+        return DRUG_ALLERGY
+    return FOOD_ALLERGY if row.substance_code in FOOD_ALLERGENS else ALLERGIC_DISPOSITION
 
 
 def _entry_id(parent, env: Env, kind: str, row_id) -> None:
@@ -118,12 +129,14 @@ def allergy(parent, env: Env, row, ref: str, reaction_ref: str | None):
                       "active" if row.status == "active" else "completed", row.onset_date)
     obs = el(el(act, "entryRelationship", typeCode="SUBJ"), "observation", classCode="OBS", moodCode="EVN")
     template(obs, "2.16.840.1.113883.10.20.22.4.7", "2014-06-09")
+    template(obs, QRDA_ALLERGY, "2014-06-09")
     _entry_id(obs, env, "allergy", row.id)
     code(obs, "code", "ASSERTION", ACT_CODE, "Assertion")
     text_ref(obs, ref)
     el(obs, "statusCode", code="completed")
     ivl(obs, "effectiveTime", row.onset_date)
-    code(obs, "value", ALLERGY_TO_SUBSTANCE[0], SNOMED, ALLERGY_TO_SUBSTANCE[1], xsi_type="CD")
+    kind = allergy_type(row)
+    code(obs, "value", kind[0], SNOMED, kind[1], xsi_type="CD")
     author(obs, env)
     _consumable_allergen(obs, SYSTEMS.get(row.substance_system, RXNORM), row.substance_code, row.substance, ref)
     if row.reaction_code:
@@ -161,12 +174,13 @@ def no_known_allergies(parent, env: Env, ref: str, when):
     obs = el(el(act, "entryRelationship", typeCode="SUBJ"), "observation", classCode="OBS", moodCode="EVN",
              negationInd="true")
     template(obs, "2.16.840.1.113883.10.20.22.4.7", "2014-06-09")
+    template(obs, QRDA_ALLERGY, "2014-06-09")
     _entry_id(obs, env, "allergy", "none")
     code(obs, "code", "ASSERTION", ACT_CODE, "Assertion")
     text_ref(obs, ref)
     el(obs, "statusCode", code="completed")
     ivl(obs, "effectiveTime", None)
-    code(obs, "value", ALLERGY_TO_SUBSTANCE[0], SNOMED, ALLERGY_TO_SUBSTANCE[1], xsi_type="CD")
+    code(obs, "value", ALLERGIC_DISPOSITION[0], SNOMED, ALLERGIC_DISPOSITION[1], xsi_type="CD")
     author(obs, env)
     _consumable_allergen(obs, RXNORM, None, None, None)
 
@@ -322,18 +336,20 @@ def health_concern(parent, env: Env, row, ref: str):
 
 
 def planned_act(parent, env: Env, row, ref: str):
-    act = el(parent, "act", classCode="ACT", moodCode="INT")
-    template(act, "2.16.840.1.113883.10.20.22.4.39", "2014-06-09")
-    _entry_id(act, env, "plan", row.id)
+    """A planned item (follow-up visit, referral to a specialist) as a Planned Encounter (4.40): each of ours
+    is a visit to come, and the 3.0 schematron reads any plain act in a plan section as nutrition advice."""
+    enc = el(parent, "encounter", classCode="ENC", moodCode="INT")
+    template(enc, "2.16.840.1.113883.10.20.22.4.40", "2014-06-09")
+    _entry_id(enc, env, "plan", row.id)
     if row.code:
-        code(act, "code", row.code, SYSTEMS.get(row.code_system, SNOMED), row.description, ref=ref)
+        code(enc, "code", row.code, SYSTEMS.get(row.code_system, SNOMED), row.description, ref=ref)
     else:
-        reference(el(el(act, "code", nullFlavor="OTH"), "originalText"), ref)
-    text_ref(act, ref)
-    el(act, "statusCode", code="active")
+        reference(el(el(enc, "code", nullFlavor="OTH"), "originalText"), ref)
+    text_ref(enc, ref)
+    el(enc, "statusCode", code="active")
     if row.planned_on:
-        time_el(act, "effectiveTime", row.planned_on)
-    author(act, env)
+        time_el(enc, "effectiveTime", row.planned_on)
+    author(enc, env)
 
 
 def encounter(parent, env: Env, row, ref: str, snomed_for_icd: dict[str, tuple[str, str]]):
