@@ -77,11 +77,16 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def concern_act(parent, env: Env, kind: str, row_id, ref: str, template_root: str, template_ext: str,
+# R2.1 and C-CDA 3.0 (whose schematron wants the 2024-05-01 act in any Problem Section): one act, both templates.
+PROBLEM_CONCERN_VERSIONS = ("2015-08-01", "2024-05-01")
+
+
+def concern_act(parent, env: Env, kind: str, row_id, ref: str, template_root: str, template_ext: str | tuple,
                 status: str, low, high=None):
     """Problem / Allergy concern act wrapper (CONC), with its effectiveTime."""
     act = el(parent, "act", classCode="ACT", moodCode="EVN")
-    template(act, template_root, template_ext)
+    for ext in (template_ext,) if isinstance(template_ext, str) else template_ext:
+        template(act, template_root, ext)
     _entry_id(act, env, f"{kind}-concern", row_id)
     code(act, "code", "CONC", ACT_CLASS, "Concern")
     text_ref(act, ref)
@@ -93,9 +98,10 @@ def concern_act(parent, env: Env, kind: str, row_id, ref: str, template_root: st
 
 def problem_observation(parent, env: Env, kind: str, row_id, ref: str, snomed: str, display: str,
                         icd10: str = "", low=None, high=None):
-    """Problem Observation (2015-08-01): SNOMED CT value with an ICD-10-CM translation."""
+    """Problem Observation (2015-08-01 and 3.0's 2024-05-01): SNOMED CT value with an ICD-10-CM translation."""
     obs = el(parent, "observation", classCode="OBS", moodCode="EVN")
     template(obs, "2.16.840.1.113883.10.20.22.4.4", "2015-08-01")
+    template(obs, "2.16.840.1.113883.10.20.22.4.4", "2024-05-01")
     _entry_id(obs, env, kind, row_id)
     c = code(obs, "code", PROBLEM_TYPE[0], SNOMED, PROBLEM_TYPE[1])
     code(c, "translation", "75326-9", LOINC, "Problem")
@@ -117,8 +123,8 @@ def problem_observation(parent, env: Env, kind: str, row_id, ref: str, snomed: s
 
 def problem(parent, env: Env, row, ref: str):
     status = "completed" if row.status == "resolved" else "active"
-    act = concern_act(parent, env, "problem", row.id, ref, "2.16.840.1.113883.10.20.22.4.3", "2015-08-01", status,
-                      row.onset_date, row.resolved_date if status == "completed" else None)
+    act = concern_act(parent, env, "problem", row.id, ref, "2.16.840.1.113883.10.20.22.4.3", PROBLEM_CONCERN_VERSIONS,
+                      status, row.onset_date, row.resolved_date if status == "completed" else None)
     rel = el(act, "entryRelationship", typeCode="SUBJ")
     problem_observation(rel, env, "problem", row.id, ref, row.snomed_code, row.display, row.icd10_code,
                         row.onset_date, row.resolved_date)
@@ -251,6 +257,7 @@ def vital_signs_organizer(parent, env: Env, when, rows: list, refs: list[str]):
 def result_organizer(parent, env: Env, key: str, panel_code: str, panel: str, rows: list, refs: list[str]):
     org = el(parent, "organizer", classCode="BATTERY", moodCode="EVN")
     template(org, "2.16.840.1.113883.10.20.22.4.1", "2015-08-01")
+    template(org, "2.16.840.1.113883.10.20.22.4.1", "2023-05-01")
     identifier(org, env.root + ".4", f"panel-{key}")
     if panel_code:
         code(org, "code", panel_code, LOINC, panel or None)
@@ -263,6 +270,7 @@ def result_organizer(parent, env: Env, key: str, panel_code: str, panel: str, ro
     for row, ref in zip(rows, refs):
         obs = el(el(org, "component"), "observation", classCode="OBS", moodCode="EVN")
         template(obs, "2.16.840.1.113883.10.20.22.4.2", "2015-08-01")
+        template(obs, "2.16.840.1.113883.10.20.22.4.2", "2023-05-01")
         _entry_id(obs, env, "result", row.id)
         code(obs, "code", row.loinc_code, LOINC, row.display)
         text_ref(obs, ref)
@@ -309,6 +317,7 @@ def smoking_status(parent, env: Env, row, ref: str):
 def goal(parent, env: Env, row, ref: str):
     obs = el(parent, "observation", classCode="OBS", moodCode="GOL")
     template(obs, "2.16.840.1.113883.10.20.22.4.121")
+    template(obs, "2.16.840.1.113883.10.20.22.4.121", "2022-06-01")
     _entry_id(obs, env, "goal", row.id)
     if row.loinc_code:
         code(obs, "code", row.loinc_code, LOINC, None, ref=ref)
@@ -325,6 +334,7 @@ def health_concern(parent, env: Env, row, ref: str):
     act = el(parent, "act", classCode="ACT", moodCode="EVN")
     template(act, "2.16.840.1.113883.10.20.22.4.132")
     template(act, "2.16.840.1.113883.10.20.22.4.132", "2015-08-01")
+    template(act, "2.16.840.1.113883.10.20.22.4.132", "2022-06-01")
     _entry_id(act, env, "concern", row.id)
     code(act, "code", "75310-3", LOINC, "Health concerns Document")
     text_ref(act, ref)
@@ -457,10 +467,10 @@ def care_team_member(parent, env: Env, member, ref: str):
     """Care Team Member Act (2.16.840.1.113883.10.20.22.4.500.1): the member as performer of the care provision."""
     provider = member.provider
     act = el(parent, "act", classCode="PCPR", moodCode="EVN")
-    for ext in CARE_TEAM_VERSIONS:
+    for ext in (*CARE_TEAM_VERSIONS, "2024-05-01"):
         template(act, "2.16.840.1.113883.10.20.22.4.500.1", ext)
     _entry_id(act, env, "care-team-member", member.id)
-    code(act, "code", "85847-2", LOINC, "Patient Care team information")
+    code(act, "code", "92707-9", LOINC, "Care team member")
     text_ref(act, ref)
     el(act, "statusCode", code="active")
     ivl(act, "effectiveTime", None)
@@ -476,5 +486,8 @@ def care_team_member(parent, env: Env, member, ref: str):
     telecom(entity, provider.phone, provider.direct_address, use="WP", required=True)
     person_name(el(entity, "assignedPerson"), provider.first_name, provider.last_name, provider.credentials)
     if provider.organization:
-        el(el(entity, "representedOrganization"), "name", text=provider.organization)
+        org = el(entity, "representedOrganization")
+        el(org, "name", text=provider.organization)
+        telecom(org, provider.phone, None, use="WP", required=True)
+        address(org, provider.address_line, provider.city, provider.state, provider.postal_code)
     return act
