@@ -51,6 +51,11 @@ class Patient:
     sex: str = ""  # F, M or U like models.patients.Patient.sex (and `referdesk search --json`), else the code
     sex_display: str = ""  # Female, Male, Undifferentiated, or the document's displayName
     mrn: str = ""
+    # USCDI v3, from the Social History observations (LOINC 46098-0, 76691-5, 76690-7): the value's display
+    # name (else its code), or what its nullFlavor means ("Asked but declined"); "" when the document has none.
+    recorded_sex: str = ""
+    gender_identity: str = ""
+    sexual_orientation: str = ""
 
 
 @dataclass
@@ -147,6 +152,10 @@ REQUIRED_SECTIONS = {
     "CCD": ("allergies", "medications", "problems", "results", "social_history", "vital_signs"),
 }
 _SEX = {"F": "Female", "M": "Male", "UN": "Undifferentiated"}
+#: Social History observation code -> the Patient field it fills (USCDI v3 sex, gender identity, orientation)
+_SOGI = {"46098-0": "recorded_sex", "76691-5": "gender_identity", "76690-7": "sexual_orientation"}
+_NULL_FLAVORS = {"ASKU": "Asked but declined", "UNK": "Unknown", "OTH": "Other", "NI": "No information",
+                 "NASK": "Not asked", "MSK": "Masked"}
 
 
 # --- entry point -----------------------------------------------------------------------------------------
@@ -256,6 +265,7 @@ class _Reader:
             for section in body.iterfind(f"{_V3}component/{_V3}section"):
                 self.section(section, 0)
             self.required_sections()
+            self.sogi(body)
         else:
             non_xml = root.find(f"{_V3}component/{_V3}nonXMLBody")
             if non_xml is not None:
@@ -500,6 +510,22 @@ class _Reader:
 
     def encounter(self, statement) -> Entry:
         return self.generic(statement, "encounter")
+
+    def sogi(self, body) -> None:
+        """Sex, gender identity and sexual orientation onto the patient: the first of each in Social History."""
+        p = self.summary.patient
+        for section in body.iter(f"{_V3}section"):
+            if _KIND_BY_CODE.get(_attr(section.find(f"{_V3}code"), "code")) != "social_history":
+                continue
+            for observation in section.iterfind(f"{_V3}entry/{_V3}observation"):
+                name = _SOGI.get(_attr(observation.find(f"{_V3}code"), "code"))
+                value = observation.find(f"{_V3}value")
+                if name is None or value is None or getattr(p, name):
+                    continue
+                null = _attr(value, "nullFlavor")
+                words = _NULL_FLAVORS.get(null, null) if null else ""
+                setattr(p, name, _attr(value, "displayName") or self.original_text(value) or words
+                        or _attr(value, "code"))
 
     # checks ---------------------------------------------------------------------------------------------
 

@@ -206,3 +206,16 @@ RACES = [
 ETHNICITIES = [("2135-2", "Hispanic or Latino"), ("2186-5", "Not Hispanic or Latino")]
 
 PLAN_FOLLOW_UP = ("SNOMED CT", "390906007", "Follow-up encounter")
+
+# USCDI v3 sex, gender identity and sexual orientation, from the value sets the C-CDA Companion Guide R4.1 and
+# C-CDA 3.0 bind (Sex 2.16.840.1.113762.1.4.1240.3, Gender Identity 2.16.840.1.113762.1.4.1021.101, Sexual
+# Orientation 2.16.840.1.113762.1.4.1021.33). SNOMED CT (code, display); a code in NULL_ANSWERS is an answer
+# that is not a concept (an HL7 NullFlavor): the patient was asked and declined, or it is not known.
+NULL_ANSWERS = {"ASKU": "Asked but declined", "UNK": "Unknown", "OTH": "Other"}
+SEXES = [("248152002", "Female"), ("248153007", "Male"), ("184115007", "Patient sex unknown")]
+GENDER_IDENTITIES = [
+    ("446141000124107", "Identifies as female gender"),
+    ("446151000124109", "Identifies as male gender"),
+    ("33791000087105", "Identifies as nonbinary gender"),
+]
+SEXUAL_ORIENTATIONS = [("20430005", "Heterosexual"), ("38628009", "Homosexual"), ("42035005", "Bisexual")]

@@ -50,9 +50,30 @@ def _m002_search_indexes(db: pw.Database) -> None:
         db.execute(pw.ModelIndex(Patient, fields, name=name, safe=True))
 
 
+#: Migration 3's columns, as written then (not read from the model, which may change later).
+_SOGI_COLUMNS = [(name, "VARCHAR(255) NOT NULL DEFAULT ''") for name in (
+    "recorded_sex_code", "recorded_sex", "gender_identity_code", "gender_identity", "sexual_orientation_code",
+    "sexual_orientation")] + [("sogi_recorded_on", "DATE")]
+
+
+def _m003_patient_sogi(db: pw.Database) -> None:
+    """Sex, gender identity and sexual orientation on the patient (USCDI v3). Plain ALTER TABLE ADD COLUMN with
+    a default: SQLite and PostgreSQL both add it in place, without the table rebuild peewee's migrator does for
+    a NOT NULL column on SQLite (dropping the patient table with foreign keys on would cascade to its children)."""
+    from models.patients import Patient
+
+    table = Patient._meta.table_name
+    have = {column.name for column in db.get_columns(table)}
+    open_q, close_q = db.quote[0], db.quote[1]
+    for name, ddl in _SOGI_COLUMNS:
+        if name not in have:
+            db.execute_sql(f"ALTER TABLE {open_q}{table}{close_q} ADD COLUMN {open_q}{name}{close_q} {ddl}")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "patient search indexes", _m002_search_indexes),
+    (3, "patient sex, gender identity and sexual orientation", _m003_patient_sogi),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -29,6 +29,16 @@ class Patient(BaseModel):
     race = pw.CharField(default="")
     ethnicity_code = pw.CharField(default="")
     ethnicity = pw.CharField(default="")
+    # USCDI v3 sex, gender identity and sexual orientation as the patient reported them (the C-CDA sends them
+    # as Social History observations). A SNOMED CT code, or ASKU / UNK / OTH (see models.codes.NULL_ANSWERS);
+    # "" means never recorded, which is not the same as "asked and declined". Added by migration 3.
+    recorded_sex_code = pw.CharField(default="")
+    recorded_sex = pw.CharField(default="")
+    gender_identity_code = pw.CharField(default="")
+    gender_identity = pw.CharField(default="")
+    sexual_orientation_code = pw.CharField(default="")
+    sexual_orientation = pw.CharField(default="")
+    sogi_recorded_on = pw.DateField(null=True)  # when they were asked
     # Search keys: casefolded, accents and punctuation removed (see models.search.normalize).
     last_norm = pw.CharField(default="")
     first_norm = pw.CharField(default="")

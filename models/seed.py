@@ -3,8 +3,10 @@ and fax numbers, a provider directory, an address book, and N patients with enco
 clinical lists.
 
 Everything comes from one `random.Random(seed)` and a fixed reference date, so the same arguments always give
-the same database. No real person is described: names are drawn independently from common-name pools, phone
-numbers are in the fictional 555-01xx range, and e-mail and Direct domains end in `.example`.
+the same database; fields added later (sex, gender identity, sexual orientation) draw from generators of their own
+so that adding them changed nothing else. No real person is described: names are drawn independently from
+common-name pools, phone numbers are in the fictional 555-01xx range, and e-mail and Direct domains end in
+`.example`.
 Rows are written with `bulk_insert` in one transaction: 100,000 patients is a few million rows.
 """
 
@@ -365,6 +367,37 @@ def _stamp(d: dt.date, minutes: int) -> str:
     return f"{d.isoformat()} {8 + minutes // 60:02d}:{minutes % 60:02d}:00"
 
 
+SOGI_FIELDS = ["recorded_sex_code", "recorded_sex", "gender_identity_code", "gender_identity",
+               "sexual_orientation_code", "sexual_orientation", "sogi_recorded_on"]
+_NOT_RECORDED = ("", "", "", "", "", "", None)
+
+
+def sogi(pid: int, female: bool, birth: dt.date, age: int) -> tuple:
+    """Sex, gender identity and sexual orientation (the SOGI_FIELDS) for about 60% of patients, from a
+    generator of their own keyed by the patient id: the main one is not touched, so every other seeded value is
+    what it was before these fields existed. Children under 12 are asked about sex only."""
+    rng = random.Random(f"sogi-{pid}")
+    if rng.random() >= 0.6:
+        return _NOT_RECORDED
+    asked = max(birth, REFERENCE_DATE - dt.timedelta(days=rng.randrange(7, 900)))
+    roll = rng.random()
+    sex = codes.SEXES[0 if female else 1] if roll < 0.97 else ("ASKU", codes.NULL_ANSWERS["ASKU"])
+    if age < 12:
+        return (*sex, "", "", "", "", _iso(asked))
+    roll = rng.random()
+    if roll < 0.9:
+        identity = codes.GENDER_IDENTITIES[0 if female else 1]
+    elif roll < 0.94:
+        identity = codes.GENDER_IDENTITIES[1 if female else 0]
+    elif roll < 0.97:
+        identity = codes.GENDER_IDENTITIES[2]
+    else:
+        identity = ("ASKU", codes.NULL_ANSWERS["ASKU"])
+    choices = [*codes.SEXUAL_ORIENTATIONS, ("ASKU", codes.NULL_ANSWERS["ASKU"]), ("UNK", codes.NULL_ANSWERS["UNK"])]
+    orientation = rng.choices(choices, (86, 4, 4, 4, 2))[0]
+    return (*sex, *identity, *orientation, _iso(asked))
+
+
 class _Batch:
     def __init__(self) -> None:
         self.patients: list[tuple] = []
@@ -388,7 +421,7 @@ class _Batch:
     def tables(self):
         yield Patient, ["id", "mrn", "first_name", "middle_name", "last_name", "birth_date", "sex", "address_line",
                         "city", "state", "postal_code", "phone", "email", "language", "race_code", "race",
-                        "ethnicity_code", "ethnicity", "last_norm", "first_norm"], self.patients
+                        "ethnicity_code", "ethnicity", "last_norm", "first_norm", *SOGI_FIELDS], self.patients
         yield PatientNameToken, ["token", "patient"], self.tokens
         yield Encounter, ["id", "patient", "provider", "start", "type_code", "type_display", "reason",
                           "diagnosis_code", "diagnosis"], self.encounters
@@ -465,6 +498,7 @@ class _PatientGenerator:
         out.patients.append((
             pid, str(1_000_000 + pid), first, middle, last, _iso(birth), "F" if female else "M", address, city,
             state, postal, phone, email, language, race_code, race, eth[0], eth[1], normalize(last), normalize(first),
+            *sogi(pid, female, birth, age),
         ))
         for token in sorted(name_tokens(first, last)):
             out.tokens.append((token, pid))

@@ -312,3 +312,110 @@ def test_the_care_team_section_lists_the_patients_care_team_and_is_left_out_when
     assert section(unticked, "85847-2") is None
     assert not unticked.xpath("//v3:organizer[v3:templateId/@root='2.16.840.1.113883.10.20.22.4.500']",
                               namespaces=NS)
+
+
+SEX_OBS, GENDER_IDENTITY, SEXUAL_ORIENTATION = ("2.16.840.1.113883.10.20.22.4.507", "2.16.840.1.113883.10.20.34.3.45",
+                                                "2.16.840.1.113883.10.20.22.4.501")
+
+
+def sogi_observations(doc) -> dict[str, etree._Element]:
+    """The Social History section's sex / gender identity / sexual orientation observations, by template root."""
+    social = section(doc, "29762-2")
+    found = {}
+    for obs in ([] if social is None else social.findall("v3:entry/v3:observation", NS)):
+        for root in {t.get("root") for t in obs.findall("v3:templateId", NS)} & {SEX_OBS, GENDER_IDENTITY,
+                                                                                 SEXUAL_ORIENTATION}:
+            assert root not in found, f"{root} twice"
+            found[root] = obs
+    return found
+
+
+def record_sogi(patient: Patient, sex=("248153007", "Male"),
+                identity=("33791000087105", "Identifies as nonbinary gender"), orientation=("42035005", "Bisexual"),
+                on="2026-03-04") -> None:
+    patient.recorded_sex_code, patient.recorded_sex = sex
+    patient.gender_identity_code, patient.gender_identity = identity
+    patient.sexual_orientation_code, patient.sexual_orientation = orientation
+    patient.sogi_recorded_on = on
+    patient.save()
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_recorded_sex_gender_identity_and_sexual_orientation_are_social_history_observations(spread, direction):
+    patient = spread["allergic"]
+    record_sogi(patient)
+    doc = parse(build_ccda(make_draft(patient, direction)))
+    found = sogi_observations(doc)
+    assert set(found) == {SEX_OBS, GENDER_IDENTITY, SEXUAL_ORIENTATION}
+    narrative = {c.get("ID"): c.getparent().getparent() for c in section(doc, "29762-2").iterfind(
+        "v3:text//v3:content[@ID]", NS)}
+    for root, (extensions, loinc, value, words) in {
+        SEX_OBS: ({"2023-06-28", "2023-07-01"}, "46098-0", "248153007", "Male"),
+        GENDER_IDENTITY: ({"2023-05-01"}, "76691-5", "33791000087105", "Identifies as nonbinary gender"),
+        SEXUAL_ORIENTATION: ({"2023-05-01"}, "76690-7", "42035005", "Bisexual"),
+    }.items():
+        obs = found[root]
+        assert set(obs.xpath("v3:templateId[@root=$r]/@extension", r=root, namespaces=NS)) == extensions
+        if root != SEX_OBS:  # both are Social History Observations too
+            assert obs.find("v3:templateId[@root='2.16.840.1.113883.10.20.22.4.38'][@extension='2022-06-01']",
+                            NS) is not None
+            assert obs.find("v3:effectiveTime/v3:low", NS).get("value") == "20260304"
+        else:  # a point in time: the template forbids low / high
+            assert obs.find("v3:effectiveTime", NS).get("value") == "20260304"
+        assert (obs.find("v3:code", NS).get("code"), obs.find("v3:code", NS).get("codeSystem")) == (
+            loinc, "2.16.840.1.113883.6.1")
+        result = obs.find("v3:value", NS)
+        assert (result.get("code"), result.get("codeSystem")) == (value, "2.16.840.1.113883.6.96")
+        assert result.get(f"{{{NS['xsi']}}}type") == "CD"
+        ref = obs.find("v3:text/v3:reference", NS).get("value")
+        assert words in "".join(narrative[ref[1:]].itertext())
+        assert obs.find("v3:author", NS) is not None
+
+
+def test_declined_answers_are_null_flavors_except_where_sex_observation_forbids_them(spread):
+    patient = spread["allergic"]
+    record_sogi(patient, sex=("ASKU", "Asked but declined"), identity=("ASKU", "Asked but declined"),
+                orientation=("UNK", "Unknown"))
+    found = sogi_observations(parse(build_ccda(make_draft(patient, "transferring"))))
+    sex = found[SEX_OBS].find("v3:value", NS)
+    assert (sex.get("code"), sex.get("codeSystem"), sex.get("nullFlavor")) == (
+        "asked-declined", "2.16.840.1.113883.4.642.4.1048", None)
+    assert found[GENDER_IDENTITY].find("v3:value", NS).attrib.get("nullFlavor") == "ASKU"
+    assert found[SEXUAL_ORIENTATION].find("v3:value", NS).attrib.get("nullFlavor") == "UNK"
+    assert found[GENDER_IDENTITY].find("v3:value", NS).get("code") is None
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_nothing_recorded_sends_no_sogi_observation_and_only_what_is_recorded_is_sent(spread, direction):
+    patient = spread["no_allergies"]
+    record_sogi(patient, sex=("", ""), identity=("", ""), orientation=("", ""), on=None)
+    doc = parse(build_ccda(make_draft(patient, direction)))
+    assert section(doc, "29762-2") is not None and sogi_observations(doc) == {}
+    assert not doc.xpath("//v3:code[@code='46098-0' or @code='76691-5' or @code='76690-7']", namespaces=NS)
+    record_sogi(patient, identity=("", ""), orientation=("", ""))  # a child: asked about sex only
+    assert set(sogi_observations(parse(build_ccda(make_draft(patient, direction))))) == {SEX_OBS}
+
+
+def test_sogi_without_smoking_status_still_gets_a_social_history_section_and_unticking_withholds_it(spread):
+    patient = spread["empty_chart"]  # no smoking status: the section says so and still carries them
+    record_sogi(patient)
+    doc = parse(build_ccda(make_draft(patient, "transferring")))
+    assert len(sogi_observations(doc)) == 3
+    assert "No smoking status recorded." in "".join(section(doc, "29762-2").find("v3:text", NS).itertext())
+    # The Social History section goes with its Summary of Care item: left out, or sent empty when required.
+    assert section(parse(build_ccda(make_draft(patient, "transferring", "smoking_status"))), "29762-2") is None
+    withheld = parse(build_ccda(make_draft(patient, "receiving", "smoking_status")))
+    assert section(withheld, "29762-2").get("nullFlavor") == "NI" and sogi_observations(withheld) == {}
+
+
+def test_the_reader_reads_them_back_into_the_patient_summary(spread):
+    from documents.ccda_reader import read_summary
+
+    patient = spread["allergic"]
+    record_sogi(patient, orientation=("ASKU", "Asked but declined"))
+    read = read_summary(build_ccda(make_draft(patient, "receiving"))).patient
+    assert (read.recorded_sex, read.gender_identity, read.sexual_orientation) == (
+        "Male", "Identifies as nonbinary gender", "Asked but declined")
+    record_sogi(patient, sex=("", ""), identity=("", ""), orientation=("", ""), on=None)
+    read = read_summary(build_ccda(make_draft(patient, "receiving"))).patient
+    assert (read.recorded_sex, read.gender_identity, read.sexual_orientation) == ("", "", "")

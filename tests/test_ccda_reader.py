@@ -104,6 +104,16 @@ def test_known_documents_are_read_right():
     assert not [f for f in referral.findings if "requires" in f.message]
 
 
+def test_gender_identity_and_sexual_orientation_are_read_from_social_history():
+    fragment = EXAMPLES / "hl7-cda-examples-ig/social-history-sexual-orientation-gender-identity.xml"
+    doc = etree.fromstring(b'<ClinicalDocument xmlns="urn:hl7-org:v3"><component><structuredBody><component/>'
+                           b'</structuredBody></component></ClinicalDocument>')
+    doc.find("v:component/v:structuredBody/v:component", NS).append(etree.parse(str(fragment), _PARSER).getroot())
+    patient = read_summary(etree.tostring(doc)).patient
+    assert (patient.gender_identity, patient.sexual_orientation, patient.recorded_sex) == (
+        "Female-to-male transsexual", "Bisexual", "")
+
+
 def test_versions_are_guessed_from_template_ids():
     r21 = read_summary((EXAMPLES / "hl7-c-cda-examples/Unstructured/CDA with Embedded PDF 1/"
                         "Unstructured_Document_embed.xml").read_bytes())

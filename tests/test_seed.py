@@ -107,3 +107,36 @@ def test_providers_directory_and_address_book(seeded):
 
 def test_seeded_database_passes_foreign_key_check(seeded):
     assert seeded.execute_sql("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_sex_gender_identity_and_sexual_orientation_are_recorded_for_a_share_from_the_value_sets(seeded):
+    patients = list(Patient.select())
+    recorded = [p for p in patients if p.recorded_sex_code]
+    assert 0.45 < len(recorded) / len(patients) < 0.75
+    assert all(not (p.gender_identity_code or p.sexual_orientation_code or p.sogi_recorded_on)
+               for p in patients if not p.recorded_sex_code)  # blank means never asked: all or nothing
+    allowed = {"ASKU", "UNK"}
+    assert {p.recorded_sex_code for p in recorded} <= {c for c, _ in codes.SEXES} | allowed
+    assert {p.gender_identity_code for p in recorded} <= {c for c, _ in codes.GENDER_IDENTITIES} | allowed | {""}
+    assert {p.sexual_orientation_code for p in recorded} <= {c for c, _ in codes.SEXUAL_ORIENTATIONS} | allowed | {""}
+    assert any(p.gender_identity_code == "ASKU" or p.sexual_orientation_code in allowed for p in recorded)
+    assert all(p.birth_date <= p.sogi_recorded_on <= dt.date(2026, 11, 1) and p.recorded_sex for p in recorded)
+
+
+def test_the_sogi_fields_draw_nothing_from_the_main_generator(tmp_path, monkeypatch):
+    """Adding them must leave every other seeded value as it was (snapshots of the seeded data depend on it)."""
+    import models.seed
+
+    sogi_columns = set(models.seed.SOGI_FIELDS)
+
+    def without_sogi(dump):
+        with sqlite3.connect(tmp_path / "probe.db") as raw:
+            columns = [r[1] for r in raw.execute('PRAGMA table_info("patient")')]
+        keep = [i for i, c in enumerate(columns) if c not in sogi_columns]
+        return {**dump, "patient": [tuple(row[i] for i in keep) for row in dump["patient"]]}
+
+    with_them = _seed_file(tmp_path / "probe.db", 120)
+    monkeypatch.setattr(models.seed, "sogi", lambda *args: models.seed._NOT_RECORDED)
+    without = _seed_file(tmp_path / "plain.db", 120)
+    assert without_sogi(with_them) == without_sogi(without)
+    assert with_them["patient"] != without["patient"]

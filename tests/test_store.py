@@ -59,6 +59,34 @@ def test_older_database_is_migrated_and_keeps_its_data(db_path):
     close_database()
 
 
+SOGI_COLUMNS = ["recorded_sex_code", "recorded_sex", "gender_identity_code", "gender_identity",
+                "sexual_orientation_code", "sexual_orientation", "sogi_recorded_on"]
+
+
+def test_a_version_2_database_gains_the_sogi_columns_and_keeps_its_patients(db_path):
+    db = open_database(sqlite_url(db_path), migrate=False)
+    assert migrate_to_latest(db, target=2) == [1, 2]
+    for column in SOGI_COLUMNS:  # migration 1 builds from today's models: take them away to get a v2 table
+        db.execute_sql(f'ALTER TABLE patient DROP COLUMN "{column}"')
+    db.execute_sql("INSERT INTO patient (mrn, first_name, middle_name, last_name, birth_date, sex, address_line, "
+                   "city, state, postal_code, phone, email, language, race_code, race, ethnicity_code, ethnicity, "
+                   "last_norm, first_norm) VALUES ('42', 'Ada', '', 'O''Neill', '1970-01-02', 'F', '', '', '', '', "
+                   "'', '', 'en', '', '', '', '', 'oneill', 'ada')")
+    close_database()
+
+    db = open_database(sqlite_url(db_path))
+    assert current_version(db) == LATEST_VERSION == 3
+    assert set(SOGI_COLUMNS) <= {c.name for c in db.get_columns("patient")}
+    ada = Patient.get(Patient.mrn == "42")
+    assert (ada.last_name, ada.gender_identity_code, ada.sexual_orientation, ada.sogi_recorded_on) == (
+        "O'Neill", "", "", None)
+    ada.gender_identity_code, ada.gender_identity = "ASKU", "Asked but declined"
+    ada.save()
+    assert Patient.get(Patient.mrn == "42").gender_identity_code == "ASKU"
+    assert migrate_to_latest(db) == []  # applied once, recorded
+    close_database()
+
+
 def test_newer_database_is_refused_and_left_untouched(db_path):
     db = open_database(sqlite_url(db_path))
     db.execute_sql("INSERT INTO schema_migration (version, name, applied_at) VALUES (99, 'future', '2030-01-01')")

@@ -9,7 +9,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Callable
 
-from documents.ccda import entries
+from documents.ccda import entries, sogi
 from documents.ccda.context import Context
 from documents.ccda.narrative import paragraph, table
 from documents.ccda.xml import LOINC, code, el, template
@@ -151,15 +151,22 @@ def _procedures(section, ctx: Context) -> bool:
 
 
 def _social_history(section, ctx: Context) -> bool:
+    """Smoking status, then sex, gender identity and sexual orientation where the chart records them."""
     rows = list(SmokingStatus.select().where(SmokingStatus.patient == ctx.patient.id)
                 .order_by(SmokingStatus.observed_on.desc()))
+    recorded = sogi.recorded(ctx.patient)
+    asked = ctx.patient.sogi_recorded_on
+    text = _text(section)
     if not rows:
-        paragraph(_text(section), "No smoking status recorded.")
-        return True
-    table(_text(section), ["Social history", "Finding", "Date"], [
-        (f"smoking-{r.id}", ["Tobacco smoking status", r.display, _fmt(r.observed_on)]) for r in rows])
+        paragraph(text, "No smoking status recorded.")
+    if rows or recorded:
+        table(text, ["Social history", "Finding", "Date"], [
+            *((f"smoking-{r.id}", ["Tobacco smoking status", r.display, _fmt(r.observed_on)]) for r in rows),
+            *((item.kind, [item.label, item.display, _fmt(asked)]) for item in recorded)])
     for r in rows:
         entries.smoking_status(_entry(section), ctx.env, r, f"smoking-{r.id}")
+    for item in recorded:
+        sogi.observation(_entry(section), ctx.env, item, asked, ctx.patient.id)
     return True
 
 
