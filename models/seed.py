@@ -344,6 +344,8 @@ def _seed_referrals(rng: random.Random, patients: int, external: list[Provider])
             steps += [("sending", sent, ""), ("sent", sent, "accepted by the HISP" if not fax else "accepted by the fax gateway")]
         if status == "failed":
             steps.append(("failed", sent + dt.timedelta(minutes=rng.randrange(1, 61)), reason))
+        if status == "sent" and not fax:  # processed, but the final "dispatched" never came (some HISPs)
+            steps.append(("mdn-processed", sent + dt.timedelta(minutes=3), "processed MDN"))
         if delivered:
             if not fax:
                 steps.append(("mdn-processed", delivered - dt.timedelta(minutes=1), "processed MDN"))
