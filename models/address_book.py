@@ -66,3 +66,16 @@ def contact_by_address(address: str) -> Contact | None:
         .where(fn.LOWER(Contact.direct_address) == address.strip().lower())
         .first()
     )
+
+
+def remember_verification(address: str, state: str, reason: str, fingerprint: str, at: dt.datetime) -> bool:
+    """Keep the last certificate check of an address-book entry (state, reason, when, certificate fingerprint),
+    so the To: field can say what was found last time. Addresses not in the book are not added."""
+    stored = "verified" if state == "verified" else "invalid" if state not in ("dns-error", "") else None
+    if stored is None:  # a check that could not be completed says nothing about the address
+        return False
+    changes = dict(verification=stored, verification_reason=reason[:250], verified_at=at)
+    if fingerprint or stored == "verified":
+        changes["cert_fingerprint"] = fingerprint
+    return bool(Contact.update(**changes)
+                .where(fn.LOWER(Contact.direct_address) == address.strip().lower()).execute())

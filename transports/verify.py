@@ -1,8 +1,9 @@
-"""Is this recipient usable? The verdict the To: field shows when the user leaves it.
+"""Is this recipient usable? The verdict the To: field and `referdesk send` act on.
 
-Certificate discovery and trust (DNS CERT, LDAP, path validation) arrive with Direct sending; until then a
-Direct address is judged by its form and by what the address book last recorded, and the verdict says so
-(`source`), so the screen never presents a stored state as a fresh check.
+A Direct address gets the real check (certificate discovery and trust, transports/direct/recipient.py) when
+trust anchors are configured, and the address book remembers the answer. Without them — Direct not set up —
+only its form and what the address book last recorded can be told, and the verdict says so (`source`), so
+the screen never presents a stored state as a fresh check.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.address_book import contact_by_address
+from models import clock
+from models.address_book import contact_by_address, remember_verification
 from models.addresses import AddressError, check_direct_address, check_fax_number, format_fax
 
 VERIFIED, INVALID, UNVERIFIED = "verified", "invalid", "unverified"
@@ -24,25 +26,52 @@ class Verdict:
     recipient: str  # in its stored form (normalised address, 10-digit fax number, absolute folder)
     state: str
     reason: str = ""
-    source: str = ""  # form | address-book | none | local
+    source: str = ""  # form | address-book | none | local | dns | ldap
     checked_at: dt.datetime | None = None
+    kind: str = ""  # the Direct verdict: verified, no-certificate, untrusted, expired, revoked, dns-error, …
+    detail: object = None  # the full DirectVerdict (certificate subject, issuer, expiry, fingerprint)
 
     @property
     def ok(self) -> bool:
         return self.state == VERIFIED
 
 
-def verify_direct_address(text: str) -> Verdict:
+def direct_settings(config):
+    """The settings for a real check, or None when no trust anchors are configured (Direct not set up)."""
+    if config is None or not str(config.section("direct").get("trust_anchors") or "").strip():
+        return None
+    from transports.direct.recipient import DirectSettings
+
+    return DirectSettings.from_config(config)
+
+
+def verify_direct_address(text: str, settings=None) -> Verdict:
     try:
         address = check_direct_address(text)
     except AddressError as exc:
-        return Verdict(text.strip(), INVALID, str(exc), "form")
+        return Verdict(text.strip(), INVALID, str(exc), "form", kind="malformed-address")
+    if settings is not None:
+        return _checked_now(address, settings)
     contact = contact_by_address(address)
     if contact is None or contact.verification not in (VERIFIED, INVALID):
         return Verdict(address, UNVERIFIED,
                        "no verification on record: certificate discovery is not available in this version",
                        "none" if contact is None else "address-book")
     return Verdict(address, contact.verification, contact.verification_reason, "address-book", contact.verified_at)
+
+
+def _checked_now(address: str, settings) -> Verdict:
+    from transports.direct.recipient import check_recipient
+
+    found = check_recipient(address, settings)
+    at = found.checked_at or clock.now()
+    remember_verification(address, found.state, found.reason, found.fingerprint, at)
+    state = VERIFIED if found.ok else UNVERIFIED if found.temporary else INVALID
+    reason = found.reason
+    if found.ok:
+        reason = (f"{found.binding}-bound certificate from {found.issuer}, valid until {found.not_after:%m/%d/%Y}"
+                  if found.not_after else found.reason)
+    return Verdict(address, state, reason, found.source or "dns", at, kind=found.state, detail=found)
 
 
 def verify_fax_number(text: str) -> Verdict:
@@ -80,9 +109,10 @@ def verify_print_folder(text: str) -> Verdict:
                    "local")
 
 
-def verify_recipient(channel: str, text: str) -> Verdict:
+def verify_recipient(channel: str, text: str, settings=None) -> Verdict:
+    """`settings`: DirectSettings for a real Direct check (see direct_settings), else the stored knowledge."""
     if channel == "direct":
-        return verify_direct_address(text)
+        return verify_direct_address(text, settings)
     if channel == "efax":
         return verify_fax_number(text)
     return verify_print_folder(text)

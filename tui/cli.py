@@ -215,13 +215,13 @@ def cmd_referrals(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     """The Send of the message window, for scripts: the same checks (signed note, verified recipient), the same
     attachments and the same outbox."""
-    _open(args)
+    config = _open(args)
     from documents.packet import build_attachments
     from models.charts import PatientNotFound, get_patient, latest_signed_note
     from models.documents import DocumentError
     from models.referring import SECTION_KEYS, ReferralDraft, ReferralError, default_message
     from transports.submit import submit_referral
-    from transports.verify import verify_recipient
+    from transports.verify import direct_settings, verify_recipient
 
     try:
         patient = get_patient(args.patient)
@@ -234,7 +234,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     if unknown:
         raise CommandError(f"unknown section(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(sorted(SECTION_KEYS))}")
-    verdict = verify_recipient(args.via, args.to)
+    try:
+        verdict = verify_recipient(args.via, args.to, direct_settings(config) if args.via == "direct" else None)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
     if not verdict.ok:
         source = " (address book)" if verdict.source == "address-book" else ""
         raise CommandError(f"cannot send to {args.to!r}: {verdict.state}: {verdict.reason}{source}")
@@ -257,10 +260,18 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    _open(args)
-    from transports.verify import verify_direct_address
+    """Certificate discovery and the trust verdict for a Direct address; without trust anchors configured,
+    only the form and the address book's last verdict (said so)."""
+    config = _open(args)
+    from transports.verify import direct_settings, verify_direct_address
 
-    verdict = verify_direct_address(args.address)
+    try:
+        settings = direct_settings(config)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    verdict = verify_direct_address(args.address, settings)
+    if settings is not None:
+        return _print_direct_verdict(args, verdict)
     if args.json:
         _print_json({"address": verdict.recipient, "state": verdict.state, "reason": verdict.reason,
                      "source": verdict.source,
@@ -268,6 +279,82 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(f"{verdict.recipient}: {verdict.state}" + (f" — {verdict.reason}" if verdict.reason else "")
               + (f" ({verdict.source})" if verdict.source else ""))
+    return 0 if verdict.ok else EXIT_ERROR
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The outbox worker: send what is due (and fail Direct referrals never confirmed), once or until stopped."""
+    config = _open(args)
+    import asyncio
+    import signal
+
+    from transports.outbox import OutboxWorker
+
+    worker = OutboxWorker(config)
+    if args.once:
+        summary = asyncio.run(worker.run_once())
+        if args.json:
+            _print_json(summary.as_json())
+        for line in summary.details:
+            _say(line)
+        if summary.not_ready:
+            _say(f"Direct referrals stay queued: {summary.not_ready}")
+        _say(f"sent {summary.sent}, retry later {summary.retried}, failed {summary.failed}, "
+             f"unconfirmed {summary.unconfirmed}")
+        return EXIT_ERROR if summary.not_ready else 0
+
+    async def forever() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        _say(f"referdesk worker {worker.name}: running (Ctrl-C or SIGTERM stops it)")
+        await worker.run(stop, poll=args.poll)
+        _say("referdesk worker: stopped")
+
+    asyncio.run(forever())
+    return 0
+
+
+def cmd_receive(args: argparse.Namespace) -> int:
+    """One inbound message from a file or stdin through the receiving pipeline."""
+    from pathlib import Path
+
+    config = _open(args)
+    if args.file in (None, "-"):
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            raw = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise CommandError(f"{args.file}: cannot read: {exc.strerror}") from exc
+    from transports.direct.receiving import opener_from_config
+    from transports.inbound import receive_message
+
+    outcome = receive_message(raw, opener=opener_from_config(config))
+    if args.json:
+        _print_json(outcome.as_json())
+    else:
+        matched = f" (referral {outcome.matched_referral})" if outcome.matched_referral else ""
+        print(f"{outcome.outcome}: {outcome.reason}{matched}")
+    return 3 if outcome.outcome == "rejected" else 0
+
+
+def _print_direct_verdict(args: argparse.Namespace, verdict) -> int:
+    found = verdict.detail
+    if args.json:
+        _print_json(found.as_json() if found is not None else
+                    {"address": verdict.recipient, "state": verdict.kind, "reason": verdict.reason})
+    else:
+        print(f"{verdict.recipient}: {verdict.kind}")
+        print(f"  {found.reason if found is not None else verdict.reason}")
+        if found is not None and found.certificate is not None:
+            print(f"  certificate: {found.subject}")
+            print(f"  issuer:      {found.issuer}")
+            print(f"  binding:     {found.binding or 'none'}-bound, found by {found.source or 'dns'}")
+            if found.not_after:
+                print(f"  expires:     {found.not_after:%Y-%m-%d}")
+            print(f"  sha-256:     {found.fingerprint}")
     return 0 if verdict.ok else EXIT_ERROR
 
 
@@ -429,10 +516,23 @@ def build_parser() -> argparse.ArgumentParser:
                       "to leave out, e.g. goals immunizations")
     send.add_argument("--user", metavar="USERNAME", help="who is sending (for the audit log)")
 
-    verify = command("verify", cmd_verify, "is this Direct address usable? (form, then the address book's "
-                     "last verification)")
+    verify = command("verify", cmd_verify, "is this Direct address usable? Certificate discovery (DNS CERT, "
+                     "LDAP) and trust: verified, malformed-address, no-certificate, untrusted, expired, "
+                     "revoked or dns-error")
     verify.add_argument("address", metavar="ADDRESS")
     verify.add_argument("--json", action="store_true")
+
+    worker = command("worker", cmd_worker, "run the outbox worker: send queued referrals, retry the ones that "
+                     "could not go yet, fail the ones never confirmed")
+    worker.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    worker.add_argument("--poll", type=float, default=5.0, metavar="SECONDS", help="how often to look for "
+                        "new work (default 5)")
+    worker.add_argument("--json", action="store_true", help="with --once: a summary as JSON on stdout")
+
+    receive = command("receive", cmd_receive, "process one inbound message (RFC 5322, plain or S/MIME) from "
+                      "FILE or stdin: delivery notifications update the referral they answer")
+    receive.add_argument("file", nargs="?", metavar="FILE|-")
+    receive.add_argument("--json", action="store_true")
 
     ccda = command("ccda", cmd_ccda, "write the Transition of Care C-CDA for a patient (Referral Note when "
                    "transferring, CCD when receiving), built now from the chart")

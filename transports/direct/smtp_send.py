@@ -9,6 +9,7 @@ must act: 5xx, old TLS, bad certificate, wrong password, no STARTTLS). Neither c
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import random
@@ -151,6 +152,13 @@ class _Send:
                                     local_hostname="localhost")
 
     async def run(self, raw: bytes, mail_from: str, rcpt_to: list[str], password: str | None) -> SendReceipt:
+        await self.open(password)
+        receipt = await self.transact(raw, mail_from, rcpt_to)
+        await self.goodbye()  # the message is already the server's; a rude goodbye does not undo that
+        return receipt
+
+    async def open(self, password: str | None) -> None:
+        """Connect, EHLO, STARTTLS (required unless implicit TLS), EHLO again, log in."""
         smtp, where = self.smtp, self.where
         self.phase = "handshake" if self.settings.implicit_tls else "connect"
         await smtp.connect()
@@ -169,6 +177,10 @@ class _Send:
         if self.settings.username:
             self.phase = "auth"
             await self._login(self.settings.username, password or "")
+
+    async def transact(self, raw: bytes, mail_from: str, rcpt_to: list[str]) -> SendReceipt:
+        """MAIL, RCPT, DATA on an open session."""
+        smtp, where = self.smtp, self.where
         self.phase = "send"
         try:
             rejected, reply = await smtp.sendmail(mail_from, rcpt_to, raw)
@@ -182,7 +194,6 @@ class _Send:
         except aiosmtplib.SMTPDataError as exc:
             raise _by_code(exc.code, f"{where} did not take the message: {_reply_text(exc.code, exc.message)}") \
                 from None
-        await self.goodbye()  # the message is already the server's; a rude goodbye does not undo that
         return SendReceipt(250, reply, {address: (response.code, response.message)
                                         for address, response in rejected.items()})
 
@@ -235,38 +246,104 @@ def _all_refused(where: str, exc: aiosmtplib.SMTPRecipientsRefused) -> SendError
     return _by_code(code, text, rejected=rejected)
 
 
+def _stamp(ca_file: str | None) -> tuple:
+    try:
+        info = os.stat(os.path.expanduser(ca_file)) if ca_file else None
+    except OSError:
+        return ()
+    return (info.st_mtime_ns, info.st_size) if info else ()
+
+
+@functools.lru_cache(maxsize=8)
+def _context(ca_file: str | None, stamp: tuple) -> ssl.SSLContext:
+    """One TLS context per CA file (and version of it): loading the CA list costs more than the handshake."""
+    return client_context(ca_file)
+
+
 async def send_message(raw: bytes, *, mail_from: str, rcpt_to: list[str], settings: SmtpSettings,
                        env: Mapping[str, str] | None = None) -> SendReceipt:
     """Send `raw` (a complete RFC 5322 message, CRLF line ends) to `rcpt_to` through the configured HISP.
 
     Raises TransientSendError or PermanentSendError, never a bare library error. Lone LF or CR would be sent as
     CRLF (SMTP allows nothing else on the wire), and a missing final CRLF is added; all other bytes are kept."""
-    if not rcpt_to:
-        raise ValueError("no recipients")
-    env = os.environ if env is None else env
-    password: str | None = None
-    if settings.username:
-        password = env.get(settings.password_env)
-        if not password:
-            raise PermanentSendError(f"the SMTP password for {settings.username!r} is not available: "
-                                     f"set ${settings.password_env}")
+    async with SmtpConnection(settings, env) as connection:
+        return await connection.send(raw, mail_from=mail_from, rcpt_to=rcpt_to)
+
+
+def _password(settings: SmtpSettings, env: Mapping[str, str]) -> str | None:
+    if not settings.username:
+        return None
+    password = env.get(settings.password_env)
+    if not password:
+        raise PermanentSendError(f"the SMTP password for {settings.username!r} is not available: "
+                                 f"set ${settings.password_env}")
+    return password
+
+
+def _tls_context(settings: SmtpSettings) -> ssl.SSLContext:
     try:
-        context = client_context(settings.ca_file)
+        return _context(settings.ca_file, _stamp(settings.ca_file))
     except FileNotFoundError:
         raise PermanentSendError(f"CA file {settings.ca_file}: file not found") from None
     except ssl.SSLError:
         raise PermanentSendError(f"CA file {settings.ca_file}: holds no PEM CA certificate") from None
-    session = _Send(settings, context)
-    try:
-        return await session.run(raw, mail_from, list(rcpt_to), password)
-    except SendError:
-        await session.goodbye()
-        raise
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-        await session.goodbye()
-        raise await _classify(exc, session) from None
-    finally:
-        session.close()
+
+
+class SmtpConnection:
+    """One session with the HISP kept open for several messages (a worker's batch): TLS, EHLO and login once,
+    then one MAIL/RCPT/DATA transaction per message. A failure ends the session (the next send opens a new
+    one), so a half-broken connection never carries the next message. Use as `async with`."""
+
+    def __init__(self, settings: SmtpSettings, env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.env = os.environ if env is None else env
+        self._session: _Send | None = None
+
+    async def __aenter__(self) -> "SmtpConnection":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _ready(self) -> _Send:
+        session = self._session
+        if session is not None and session.smtp.is_connected:
+            try:  # a server may drop an idle session; find out before a message is half-sent
+                session.phase = "noop"
+                await session.smtp.noop()
+                return session
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                session.close()
+        password = _password(self.settings, self.env)
+        session = self._session = _Send(self.settings, _tls_context(self.settings))
+        await session.open(password)
+        return session
+
+    async def send(self, raw: bytes, *, mail_from: str, rcpt_to: list[str]) -> SendReceipt:
+        """Raises TransientSendError or PermanentSendError, never a bare library error. Lone LF or CR would be
+        sent as CRLF (SMTP allows nothing else on the wire), and a missing final CRLF is added; all other bytes
+        are kept."""
+        if not rcpt_to:
+            raise ValueError("no recipients")
+        try:
+            session = await self._ready()
+            return await session.transact(raw, mail_from, list(rcpt_to))
+        except SendError:
+            await self._drop(self._session)
+            raise
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            session = self._session
+            await self._drop(session)
+            raise await _classify(exc, session) from None
+
+    async def _drop(self, session: _Send | None) -> None:
+        if session is not None:
+            await session.goodbye()
+            session.close()
+        self._session = None
+
+    async def close(self) -> None:
+        await self._drop(self._session)
 
 
 async def _classify(exc: BaseException, session: _Send) -> SendError:

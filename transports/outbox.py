@@ -1,0 +1,192 @@
+"""The outbox worker: claims due jobs, sends them through their channel, records what happened, and fails
+Direct referrals whose delivery was never confirmed.
+
+One worker per process; several may share a database (claims are atomic, models/outbox.py). `run_once`
+drains what is due (for `referdesk worker --once` and tests); `run` loops until told to stop, sleeping until
+the next job is due or a poll interval passes, so a referral queued by another process goes out promptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import random
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from models.config import Config
+from models.delivery import fail_unconfirmed
+from models.outbox import ClaimedJob, LeaseLost, claim_due_jobs, job_failed, job_retry, job_sent
+from transports.direct.smtp_send import retry_delay
+
+MAX_ATTEMPTS = 40  # with delays capped at 24 h: several days of a HISP being down before giving up
+
+
+@dataclass
+class RunSummary:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    unconfirmed: int = 0
+    not_ready: str = ""  # why Direct jobs were left queued (no set-up, unreadable certificate)
+    details: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"sent": self.sent, "retried": self.retried, "failed": self.failed,
+                "unconfirmed": self.unconfirmed, "not_ready": self.not_ready}
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class OutboxWorker:
+    """Sends Direct referrals (eFax and print channels join when their transports exist)."""
+
+    channels = ("direct",)
+    # Messages in flight at once: sealing one (CPU, in a thread) overlaps another's TLS and SMTP round trips.
+    concurrency = 4
+
+    def __init__(self, config: Config, *, env: Mapping[str, str] | None = None, name: str | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.env = os.environ if env is None else env
+        self.name = name or worker_name()
+        self.rng = rng or random.Random()
+        self._direct = None
+        self.last_error = ""  # why the last round broke off, for whoever shows the worker's state
+
+    @property
+    def mdn_timeout(self) -> dt.timedelta:
+        minutes = self.config.section("direct").get("mdn_timeout_minutes", 60)
+        return dt.timedelta(minutes=float(minutes))
+
+    def _direct_context(self):
+        from transports.direct.sender import DirectContext
+
+        if self._direct is None:
+            self._direct = DirectContext.from_config(self.config, self.env)
+        return self._direct
+
+    async def run_once(self) -> RunSummary:
+        from transports.direct.sender import DirectNotReady
+
+        summary = RunSummary()
+        summary.unconfirmed = len(await asyncio.to_thread(fail_unconfirmed, self.mdn_timeout))
+        try:
+            context = await asyncio.to_thread(self._direct_context)
+        except DirectNotReady as exc:
+            summary.not_ready = str(exc)
+            return summary
+        while True:
+            jobs = await asyncio.to_thread(claim_due_jobs, self.name, self.channels)
+            if not jobs:
+                return summary
+            await self._send_batch(jobs, context, summary)
+
+    async def _send_batch(self, jobs: list[ClaimedJob], context, summary: RunSummary) -> None:
+        """Up to `concurrency` messages in flight, each on one of as many SMTP sessions kept open for the batch
+        (one TLS handshake and login per session, not per message)."""
+        from transports.direct.smtp_send import SmtpConnection
+
+        sessions: asyncio.Queue = asyncio.Queue()
+        for _ in range(min(self.concurrency, len(jobs))):
+            sessions.put_nowait(SmtpConnection(context.smtp, context.env))
+
+        async def send(job: ClaimedJob) -> None:
+            connection = await sessions.get()
+            try:
+                await self._send(job, context, summary, connection)
+            finally:
+                sessions.put_nowait(connection)
+
+        try:
+            await asyncio.gather(*(send(job) for job in jobs))
+        finally:
+            while not sessions.empty():
+                await sessions.get_nowait().close()
+
+    async def _send(self, job: ClaimedJob, context, summary: RunSummary, connection=None) -> None:
+        from transports.direct.sender import send_referral
+
+        try:
+            outcome = await send_referral(job.referral_id, context, connection)
+        except Exception as exc:  # a bug must not kill the worker or strand the job: retry it, say why
+            outcome_state, detail = "retry", f"internal error ({type(exc).__name__}: {exc}); will retry"
+        else:
+            outcome_state, detail = outcome.state, outcome.detail
+        try:
+            if outcome_state == "sent":
+                await asyncio.to_thread(job_sent, job, detail)
+                summary.sent += 1
+            elif outcome_state == "retry" and job.attempt < MAX_ATTEMPTS:
+                delay = retry_delay(job.attempt, rng=self.rng)
+                await asyncio.to_thread(job_retry, job, detail, delay)
+                summary.retried += 1
+            else:
+                if outcome_state == "retry":
+                    detail = f"gave up after {job.attempt} attempts: {detail}"
+                await asyncio.to_thread(job_failed, job, detail)
+                summary.failed += 1
+        except LeaseLost:
+            return
+        summary.details.append(f"referral {job.referral_id}: {outcome_state}: {detail}")
+
+    async def run(self, stop: asyncio.Event, *, poll: float = 5.0, wake: asyncio.Event | None = None) -> None:
+        """Work until `stop` is set; errors in one round are kept in `last_error` and never end the loop.
+        Setting `wake` starts the next round at once (a referral was just queued)."""
+        wake = wake or asyncio.Event()
+        while not stop.is_set():
+            wake.clear()
+            try:
+                summary = await self.run_once()
+                self.last_error = summary.not_ready
+            except Exception as exc:  # the database briefly locked or gone: say so, try again next round
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+            await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+
+
+class BackgroundOutbox:
+    """An outbox worker on its own thread and event loop, for a process whose main loop is busy (the TUI):
+    `start()`, `kick()` after queueing a referral, `stop()` on exit. Database calls happen on that thread."""
+
+    def __init__(self, worker: OutboxWorker, *, poll: float = 5.0) -> None:
+        self.worker, self.poll = worker, poll
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="referdesk-outbox", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _main(self) -> None:
+        from models.db import database
+
+        async def body() -> None:
+            self._stop, self._wake = asyncio.Event(), asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            self._ready.set()
+            await self.worker.run(self._stop, poll=self.poll, wake=self._wake)
+
+        try:
+            asyncio.run(body())
+        finally:
+            if not database.is_closed():
+                database.close()
+
+    def kick(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self, timeout: float = 10) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(timeout)
