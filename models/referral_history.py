@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
+from peewee import fn
+
 from models import clock
 from models.addresses import format_fax
 from models.db import database
@@ -211,7 +213,8 @@ def referral_detail(referral_id: int) -> ReferralDetail:
              .where(Referral.id == referral_id).get())
     documents = (Document.select(Document.id, Document.filename, Document.media_type, Document.size, Document.kind)
                  # the patient's copy; the practice keeps an identical one of everything sent
-                 .where(Document.referral == referral_id, Document.owner == "patient")
+                 .where(Document.referral == referral_id, Document.owner == "patient",
+                        Document.kind != "message")  # the message text is filed, not attached
                  .order_by(Document.created_at, Document.id))
     return ReferralDetail(
         row=row,
@@ -362,3 +365,8 @@ def cancel_referral(referral_id: int, *, username: str = "") -> ReferralRow:
                              detail=f"cancelled by {username}" if username else "cancelled by staff")
         _audit(now, username, "referral.cancel", referral_id, f"jobs_cancelled={jobs}")
     return get_referral(referral_id)
+
+
+def change_stamp() -> int:
+    """Moves whenever any referral gets an event: lets a screen reload only when something happened."""
+    return ReferralEvent.select(fn.MAX(ReferralEvent.id)).scalar() or 0

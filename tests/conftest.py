@@ -24,6 +24,18 @@ def frozen_clock():
     clock.freeze(None)
 
 
+@pytest.fixture(autouse=True)
+def fresh_direct_caches():
+    """Certificate lookups are cached in-process for their TTL, which never runs out under a frozen clock:
+    each test starts with empty caches, as a new process would."""
+    import sys
+
+    yield
+    recipient = sys.modules.get("transports.direct.recipient")
+    if recipient is not None:
+        recipient.DEFAULT_CACHES.clear()
+
+
 @pytest.fixture
 def db_path(tmp_path):
     return tmp_path / "referdesk.db"
@@ -61,17 +73,35 @@ def seeded(seeded_template, tmp_path):
     close_database()
 
 
+@pytest.fixture(scope="session")
+def direct_world(seeded_template, tmp_path_factory):
+    """Certificates for the seeded Direct contacts, as the address book describes them (tests/direct_site.py)."""
+    from direct_site import build_world
+    from loopback_http import LoopbackHttp
+
+    with LoopbackHttp() as http:
+        yield build_world(seeded_template, tmp_path_factory.mktemp("direct-world"), http)
+
+
 @pytest.fixture
-def direct_ready_config(tmp_path, db_path):
-    """A configuration with the practice's Direct identity set, so Direct skips the first-use wizard."""
+def direct_dns(direct_world):
+    """A real DNS server on 127.0.0.1 publishing the world's CERT records."""
+    dns = direct_world.serve()
+    yield dns
+    dns.stop()
+
+
+@pytest.fixture
+def direct_ready_config(tmp_path, db_path, direct_world, direct_dns, monkeypatch):
+    """A configuration with the practice's Direct identity set (so Direct skips the first-use wizard) and
+    recipient checks against the loopback DNS; the HISP port is closed and the in-app worker off."""
+    from direct_pki import closed_port
+    from direct_site import P12_PASSWORD, P12_PASSWORD_ENV, config_text
     from models.config import load_config
 
+    monkeypatch.setenv(P12_PASSWORD_ENV, P12_PASSWORD)
     path = tmp_path / "config.toml"
-    path.write_text(
-        '[direct]\naddress = "referrals@direct.riverbend-family.example"\n'
-        'certificate = "/etc/referdesk/practice.p12"\ntrust_anchors = "/etc/referdesk/anchors"\n'
-        '[smtp]\nhost = "hisp.example"\nport = 587\n'
-    )
+    path.write_text(config_text(direct_world, direct_dns, smtp_port=closed_port()))
     return load_config(path, db_url=sqlite_url(db_path), env={})
 
 

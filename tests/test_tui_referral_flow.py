@@ -172,19 +172,25 @@ def test_snapshot_address_book_suggestions(seeded, direct_ready_config, snap_com
 
 
 @pytest.mark.parametrize("size", SIZES, ids=size_ids)
-@pytest.mark.parametrize("case", ["verified", "no-certificate", "expired", "malformed", "unknown"])
-def test_snapshot_recipient_verdicts(seeded, direct_ready_config, snap_compare, size, case):
+@pytest.mark.parametrize("case", ["verified", "no-certificate", "expired", "untrusted", "revoked", "malformed",
+                                  "dns-error"])
+def test_snapshot_recipient_verdicts(seeded, direct_ready_config, direct_dns, snap_compare, size, case):
+    """Each verdict of the real check (loopback DNS publishing the seeded contacts' certificates)."""
     note = signed_note()
     typed = {
         "verified": lambda: contact("verified").direct_address,
-        "no-certificate": lambda: contact("invalid", "no certificate").direct_address,
+        "no-certificate": lambda: "someone@direct.unknown-clinic.example",
         "expired": lambda: contact("invalid", "expired").direct_address,
+        "untrusted": lambda: contact("invalid", "not trusted").direct_address,
+        "revoked": lambda: contact("invalid", "revoked").direct_address,
         "malformed": lambda: "dr.smith@@direct example",
-        "unknown": lambda: "someone@direct.unknown-clinic.example",
+        "dns-error": lambda: contact("verified").direct_address,
     }[case]()
 
     async def steps(pilot):
         await to_compose(pilot, note, by_keys=False)
+        if case == "dns-error":
+            direct_dns.stop()
         await type_text(pilot, typed, by_keys=False)
         await pilot.press("enter")
 
@@ -251,9 +257,36 @@ def test_snapshot_help(seeded, direct_ready_config, snap_compare, size):
 # --- keyboard flows -------------------------------------------------------------------------------------
 
 
-async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outbox_job(seeded, direct_ready_config):
+@pytest.fixture
+def hisp(tmp_path):
+    """A real SMTP server with STARTTLS on 127.0.0.1 playing the practice's HISP, and its CA file."""
+    from direct_pki import make_ca, make_leaf, server_context, write_key, write_pem
+    from loopback_smtp import RecordingSmtp
+
+    ca = make_ca("HISP TLS CA")
+    leaf = make_leaf(ca, dns=["localhost"], ips=["127.0.0.1"], cn="hisp", usage=None)
+    context = server_context(write_pem(tmp_path / "hisp.pem", leaf.cert), write_key(tmp_path / "hisp.key", leaf.key))
+    with RecordingSmtp(tls_context=context) as server:
+        server.ca_file = write_pem(tmp_path / "hisp-ca.pem", ca.cert)
+        yield server
+
+
+@pytest.fixture
+def sending_config(direct_ready_config, direct_world, direct_dns, hisp):
+    """direct_ready_config with the in-app outbox worker on and the loopback HISP as smart host."""
+    from direct_site import config_text
+    from models.config import load_config
+
+    path = direct_ready_config.path
+    path.write_text(config_text(direct_world, direct_dns, smtp_port=hisp.port, in_app_worker=True)
+                    .replace("timeout = 5\n", f'timeout = 5\nca_file = "{hisp.ca_file}"\n', 1))
+    return load_config(path, db_url=direct_ready_config.database_url, env={})
+
+
+async def test_full_flow_by_keys_verifies_for_real_and_sends_through_the_hisp(seeded, sending_config, hisp):
+    """The whole loop by keys against loopback DNS (certificate discovery and trust) and SMTP (the HISP)."""
     note, chosen = signed_note(), contact("verified")
-    app = ReferdeskApp(config=direct_ready_config)
+    app = ReferdeskApp(config=sending_config)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_dialog(pilot, note)
         assert isinstance(app.screen, SendReferralDialog)
@@ -275,23 +308,29 @@ async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outb
         assert app.screen.query_one("#to", Input).value == chosen.direct_address
         await settle(pilot)
         verdict = str(app.screen.query_one("#verdict", Static).content)
-        assert verdict.startswith("✓ verified (address book, checked")
+        assert verdict == ("✓ verified — address-bound certificate from Referdesk Test Trust Anchor, valid until "
+                           "01/01/2028")
         await pilot.press("ctrl+s")
         await settle(pilot)
 
         assert isinstance(app.screen, NoteViewScreen)
-        banner = str(app.screen.query_one("#outcome", Static).content)
-        assert banner.startswith("Queued — referral #") and "Successfully Sent" not in banner
+        outcome = app.screen.query_one("#outcome", Static)
+        for _ in range(100):  # the in-app worker sends it; the banner follows
+            if str(outcome.content).startswith("Successfully Sent"):
+                break
+            await pilot.pause(0.1)
+        assert str(outcome.content).startswith("Successfully Sent — referral #")
 
         await pilot.press("f3")
         await settle(pilot)
         from tui.screens.referrals import ReferralsScreen
 
         assert isinstance(app.screen, ReferralsScreen)
-        referral = Referral.select().where(Referral.note == note.id, Referral.status == "queued").get()
+        referral = Referral.select().where(Referral.note == note.id).get()
+        assert referral.status == "sent"
         table = app.screen.query_one("#referrals-table")
         row = [str(cell) for cell in table.get_row(str(referral.id))]
-        assert "Queued" in " ".join(row)
+        assert "Sent" in " ".join(row)
 
     assert referral.recipient == chosen.direct_address
     assert referral.contact_id == chosen.id
@@ -299,10 +338,13 @@ async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outb
     assert json.loads(referral.excluded_sections) == ["goals", "immunizations"]
     assert referral.reason == "Cardiology evaluation"
     assert referral.message_id.startswith("<") and referral.message_id.endswith(">")
-    assert OutboxJob.select().where(OutboxJob.referral == referral, OutboxJob.state == "pending").count() == 1
+    assert OutboxJob.select().where(OutboxJob.referral == referral, OutboxJob.state == "done").count() == 1
+    [received] = hisp.received
+    assert (received.rcpt_tos, received.tls) == ([chosen.direct_address], True)
+    assert f"Message-ID: {referral.message_id}".encode() in received.content
     documents = Document.select().where(Document.referral == referral)
     assert sorted((d.owner, d.kind) for d in documents) == sorted(
-        (owner, kind) for owner in ("patient", "practice") for kind in ("note", "ccda", "xdm"))
+        (owner, kind) for owner in ("patient", "practice") for kind in ("note", "ccda", "xdm", "message"))
     filed = {d.kind: d for d in documents if d.owner == "patient"}
     assert all(d.patient_id == note.patient_id for d in filed.values())
     assert b"CHIEF COMPLAINT" in bytes(filed["note"].content)
@@ -315,7 +357,9 @@ async def test_full_flow_by_keys_stores_the_referral_with_its_documents_and_outb
     for code in ("11369-6", "61146-7"):  # Immunizations, Goals
         for section in ccda.xpath(f"//v3:section[v3:code/@code='{code}']", namespaces=v3):
             assert section.get("nullFlavor") == "NI" and not section.findall("v3:entry", v3)
-    assert [e.kind for e in ReferralEvent.select().where(ReferralEvent.referral == referral)] == ["queued"]
+    assert [e.kind for e in ReferralEvent.select().where(ReferralEvent.referral == referral)] == [
+        "queued", "sending", "sent"]
+    assert Contact.get_by_id(chosen.id).cert_fingerprint  # the address book remembers the certificate checked
 
 
 async def test_send_is_impossible_until_the_recipient_is_verified(seeded, direct_ready_config):
@@ -326,8 +370,8 @@ async def test_send_is_impossible_until_the_recipient_is_verified(seeded, direct
         await pilot.press(*bad.direct_address, "enter")
         await settle(pilot)
         verdict = str(app.screen.query_one("#verdict", Static).content)
-        assert verdict == ("✗ Invalid Direct Address: no certificate published for this address "
-                           f"(address book, checked {bad.verified_at:%m/%d/%Y})")
+        assert verdict == ("✗ Invalid Direct Address: No Direct certificate is published for this address: it "
+                           "is not a Direct address, or its HISP does not publish certificates.")
         assert app.screen.query_one("#send").disabled
         await pilot.press("ctrl+s")
         await settle(pilot)

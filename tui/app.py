@@ -36,6 +36,7 @@ class ReferdeskApp(App[None]):
         self.config = config
         self.demo = demo
         self.username = username
+        self.outbox = None  # the in-app outbox worker (transports.outbox.BackgroundOutbox) when Direct is set up
         ui = config.section("ui") if config else {}
         self.cursor_blink = bool(ui.get("cursor_blink", False))
         if ui.get("theme"):
@@ -47,6 +48,7 @@ class ReferdeskApp(App[None]):
         keymap = self.config.section("keymap") if self.config else {}
         if keymap:
             self.set_keymap({str(k): str(v) for k, v in keymap.items()})
+        self.start_outbox()
         if self.start == "direct-setup":
             from tui.screens.direct_setup import DirectSetupScreen
 
@@ -55,6 +57,31 @@ class ReferdeskApp(App[None]):
         from tui.screens.patient_search import PatientSearchScreen
 
         self.push_screen(PatientSearchScreen())
+
+    def start_outbox(self) -> None:
+        """Send queued referrals while the app is open, so a single-user install needs no separate worker
+        (`[worker] in_app = false` when a `referdesk worker` service does it)."""
+        from transports.direct.setup import direct_settings_missing
+
+        if (self.outbox is not None or self.config is None or direct_settings_missing(self.config)
+                or not self.config.section("worker").get("in_app", True)):
+            return
+        from transports.outbox import BackgroundOutbox, OutboxWorker
+
+        self.outbox = BackgroundOutbox(OutboxWorker(self.config),
+                                       poll=float(self.config.section("worker").get("poll_seconds", 5)))
+        self.outbox.start()
+
+    def kick_outbox(self) -> bool:
+        """Start sending now (a referral was just queued); False when no in-app worker runs."""
+        if self.outbox is None:
+            return False
+        self.outbox.kick()
+        return True
+
+    def on_unmount(self) -> None:
+        if self.outbox is not None:
+            self.outbox.stop()
 
     # --- navigation ---------------------------------------------------------------------------------------
 
@@ -108,6 +135,7 @@ class ReferdeskApp(App[None]):
 
         def set_up(saved: bool | None) -> None:
             if saved:
+                self.start_outbox()
                 self._referral_dialog(note_id, channel, direction)
             else:
                 self.notify(f"Direct is not set up ({', '.join(missing)} missing), so nothing was sent. "

@@ -3,7 +3,9 @@ Direct Message, eFax or Download/Print. Only signed notes can be sent; the bar s
 
 from __future__ import annotations
 
-from textual import on
+import asyncio
+
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -14,6 +16,9 @@ from tui.screens.base import ReferdeskScreen
 from tui.screens.chart import patient_banner
 
 CHANNEL_LABELS = {"direct": "Direct Message", "efax": "eFax", "print": "Download/Print"}
+
+
+FOLLOW_SECONDS = 60
 
 
 class NoteViewScreen(ReferdeskScreen):
@@ -104,3 +109,19 @@ class NoteViewScreen(ReferdeskScreen):
         outcome = self.query_one("#outcome", Static)
         outcome.update(text)
         outcome.set_classes(f"-{state}")
+        if state == "queued" and getattr(self.app, "kick_outbox", lambda: False)():
+            self._follow(referral_id)
+
+    @work(exclusive=True, group="follow-outcome", exit_on_error=False)
+    async def _follow(self, referral_id: int) -> None:
+        """The in-app worker is sending it: update the banner when it has gone (or failed), for a while."""
+        from models.referring import referral_outcome
+
+        for _ in range(FOLLOW_SECONDS * 4):
+            await asyncio.sleep(0.25)
+            text, state = referral_outcome(referral_id)  # one indexed read: fine on the UI thread
+            if state != "queued":
+                outcome = self.query_one("#outcome", Static)
+                outcome.update(text)
+                outcome.set_classes(f"-{state}")
+                return

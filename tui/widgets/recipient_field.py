@@ -17,7 +17,7 @@ from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 from models.address_book import Suggestion, suggest_contacts
-from transports.verify import Verdict, verify_recipient
+from transports.verify import Verdict, direct_settings, verify_recipient
 
 PLACEHOLDERS = {
     "direct": "name or Direct address, e.g. cardiology@direct.example.org",
@@ -157,7 +157,12 @@ class RecipientField(Vertical):
         from models.db import database
 
         with database.connection_context():
-            verdict = verify_recipient(self.channel, text)
+            try:
+                settings = direct_settings(getattr(self.app, "config", None)) if self.channel == "direct" else None
+            except ValueError as exc:  # a bad [dns]/[direct] setting: say so instead of spinning forever
+                verdict = Verdict(text.strip(), "unverified", f"cannot check the certificate: {exc}", "local")
+            else:
+                verdict = verify_recipient(self.channel, text, settings)
         self.app.call_from_thread(self._checked, text, verdict)
 
     def _checked(self, text: str, verdict: Verdict) -> None:

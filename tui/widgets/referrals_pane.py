@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from models import clock
-from models.referral_history import HistoryError, ReferralRow, list_referrals, parse_mdy
+from models.referral_history import HistoryError, ReferralRow, change_stamp, list_referrals, parse_mdy
 from tui.widgets.pane import Pane
 
 STATUS_LABELS = {
@@ -34,6 +34,7 @@ STATUS_LABELS = {
     "failed": "Failed",
     "cancelled": "Cancelled",
 }
+LIVE_SECONDS = 2  # how often an open list checks whether a worker moved a referral on
 #: Theme variable per status: the word carries the meaning, the colour only helps the eye.
 STATUS_COLOURS = {
     "queued": "warning", "sending": "warning", "sent": "warning",
@@ -134,6 +135,15 @@ class ReferralsPane(Pane):
             box.cursor_blink = blink
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._fill())
         self.reload()
+        if getattr(self.app, "outbox", None) is not None:  # a worker moves statuses on: follow it
+            self._stamp = change_stamp()
+            self.set_interval(LIVE_SECONDS, self._follow_changes)
+
+    def _follow_changes(self) -> None:
+        stamp = change_stamp()  # one indexed MAX(): cheap enough for the UI thread
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self.reload()
 
     def focus_first(self) -> None:
         """The table when it has rows (Enter opens one at once), else the status filter."""
