@@ -158,7 +158,7 @@ def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Refe
         )
         # Filed twice, as the practice keeps its own record of what left it: the patient's chart and the
         # practice's Documents each get a copy, both linked to the referral (whose status says if it went).
-        for attachment in attachments:
+        for attachment in (*attachments, _message_copy(referral, now)):
             for owner in ("patient", "practice"):
                 file_document(attachment, owner=owner, patient=patient, referral=referral)
         ReferralEvent.create(referral=referral, at=now, kind="queued",
@@ -167,6 +167,15 @@ def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Refe
         AuditEvent.create(at=now, username=draft.username, action="referral.create", object_type="referral",
                           object_id=str(referral.id), detail=f"channel={draft.channel}")
     return referral
+
+
+def _message_copy(referral: Referral, now) -> Attachment:
+    """The words that went with the attachments, kept with them: who it was for, subject, and the text."""
+    text = (f"To: {referral.recipient_name + ' ' if referral.recipient_name else ''}<{referral.recipient}>\n"
+            f"Via: {CHANNEL_NAMES[referral.channel]}\nDate: {now:%Y-%m-%d %H:%M} UTC\n"
+            f"Subject: {referral.subject}\nMessage-ID: {referral.message_id}\n\n{referral.message}\n")
+    return Attachment(filename=f"message-{referral.id}.txt", media_type="text/plain; charset=utf-8",
+                      content=text.encode("utf-8"), kind="message", title=f"Message: {referral.subject}"[:200])
 
 
 def suggested_reason(patient_id: int) -> str:
@@ -188,10 +197,15 @@ CHANNEL_NAMES = {"direct": "Direct", "efax": "eFax", "print": "print"}
 def referral_outcome(referral_id: int) -> tuple[str, str]:
     """What to tell the user about a referral just made, and its kind: sent, queued or failed."""
     referral = Referral.get_by_id(referral_id)
-    documents = referral.documents.where(Document.owner == "patient").count()
+    documents = referral.documents.where(Document.owner == "patient", Document.kind != "message").count()
     if referral.status in ("sent", "delivered", "report-received"):
         return f"Successfully Sent — referral #{referral.id} to {referral.recipient}.", "sent"
     if referral.status == "failed":
         return f"Not sent — referral #{referral.id}: {referral.status_reason}", "failed"
+    if referral.status == "sending":
+        return f"Sending — referral #{referral.id} to {referral.recipient}…", "queued"
+    if referral.status == "queued" and referral.status_reason:  # a try failed and another is due
+        return (f"Queued — referral #{referral.id} is stored and will be retried: {referral.status_reason}",
+                "queued")
     return (f"Queued — referral #{referral.id} and {documents} document(s) are stored; it is sent when the "
             f"{CHANNEL_NAMES[referral.channel]} outbox worker runs.", "queued")

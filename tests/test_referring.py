@@ -42,7 +42,11 @@ def test_create_referral_stores_everything_in_one_go(note):
     assert referral.subject.startswith("Referral: ")
     assert referral.created_by.username == "frontdesk"
     copies = {(d.owner, d.kind): d for d in referral.documents}
-    assert set(copies) == {(owner, a.kind) for owner in ("patient", "practice") for a in attachments}
+    assert set(copies) == {(owner, kind) for owner in ("patient", "practice")
+                           for kind in [a.kind for a in attachments] + ["message"]}
+    message = bytes(copies["patient", "message"].content).decode()
+    assert f"Subject: {referral.subject}\n" in message and f"Message-ID: {referral.message_id}" in message
+    assert message.endswith(referral.message + "\n")
     for attachment in attachments:
         patient_copy, practice_copy = copies["patient", attachment.kind], copies["practice", attachment.kind]
         assert patient_copy.sha256 == practice_copy.sha256
