@@ -70,10 +70,45 @@ def _m003_patient_sogi(db: pw.Database) -> None:
             db.execute_sql(f"ALTER TABLE {open_q}{table}{close_q} ADD COLUMN {open_q}{name}{close_q} {ddl}")
 
 
+#: Migration 4's columns, as written then: (table, column, DDL).
+_INBOUND_COLUMNS = [
+    ("inbound_message", "kind", "VARCHAR(255) NOT NULL DEFAULT ''"),
+    ("inbound_message", "channel", "VARCHAR(255) NOT NULL DEFAULT ''"),
+    ("inbound_message", "signer_fingerprint", "VARCHAR(255) NOT NULL DEFAULT ''"),
+    ("inbound_message", "mdn_requested", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("inbound_message", "final_delivery_requested", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("inbound_message", "processed_at", "TIMESTAMP"),
+    ("document", "inbound_id", "INTEGER REFERENCES inbound_message (id) ON DELETE SET NULL"),
+    ("outbox_job", "kind", "VARCHAR(255) NOT NULL DEFAULT 'referral'"),
+    ("outbox_job", "inbound_id", "INTEGER REFERENCES inbound_message (id) ON DELETE CASCADE"),
+    ("outbox_job", "recipient", "VARCHAR(255) NOT NULL DEFAULT ''"),
+    ("outbox_job", "payload", "BLOB"),
+]
+
+
+def _m004_inbound_and_notification_jobs(db: pw.Database) -> None:
+    """Receiving: what an inbound message was and asked for, documents filed from it, and outbox jobs that
+    send an MDN rather than a referral (so their referral may be empty). Columns are added in place; the one
+    NOT NULL dropped (outbox_job.referral_id) makes SQLite rebuild outbox_job, which no table references."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+    open_q, close_q = db.quote[0], db.quote[1]
+    for table, name, ddl in _INBOUND_COLUMNS:
+        if name not in {column.name for column in db.get_columns(table)}:
+            if isinstance(db, pw.PostgresqlDatabase):
+                ddl = ddl.replace("BLOB", "BYTEA")
+            db.execute_sql(f"ALTER TABLE {open_q}{table}{close_q} ADD COLUMN {open_q}{name}{close_q} {ddl}")
+    referral = next(c for c in db.get_columns("outbox_job") if c.name == "referral_id")
+    if not referral.null:
+        migrator = PostgresqlMigrator(db) if isinstance(db, pw.PostgresqlDatabase) else SqliteMigrator(db)
+        migrate(migrator.drop_not_null("outbox_job", "referral_id"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "patient search indexes", _m002_search_indexes),
     (3, "patient sex, gender identity and sexual orientation", _m003_patient_sogi),
+    (4, "inbound messages, their documents, and MDN jobs", _m004_inbound_and_notification_jobs),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -46,12 +46,35 @@ class ReferralEvent(BaseModel):
     detail = pw.TextField(default="")
 
 
+class InboundMessage(BaseModel):
+    """A message as it arrived (raw bytes first, so nothing is lost), then what became of it."""
+
+    message_id = pw.CharField(default="", index=True)
+    in_reply_to = pw.CharField(default="")
+    from_address = pw.CharField(default="")
+    to_address = pw.CharField(default="")
+    subject = pw.CharField(default="")
+    received_at = pw.DateTimeField()
+    raw = pw.BlobField()
+    state = pw.CharField(default="new", index=True)  # new | filed | unfiled | rejected | failed
+    error = pw.TextField(default="")  # why rejected (quarantined) or failed, in words for staff
+    kind = pw.CharField(default="")  # report | notification | other
+    channel = pw.CharField(default="")  # file | smtp | imap
+    signer_fingerprint = pw.CharField(default="")  # SHA-256 of the trusted signer's certificate
+    mdn_requested = pw.BooleanField(default=False)  # Disposition-Notification-To was present
+    final_delivery_requested = pw.BooleanField(default=False)  # X-DIRECT-FINAL-DESTINATION-DELIVERY asked
+    processed_at = pw.DateTimeField(null=True)
+    referral = pw.ForeignKeyField(Referral, null=True, backref="inbound", on_delete="SET NULL")
+    patient = pw.ForeignKeyField(Patient, null=True, backref="inbound", on_delete="SET NULL")
+
+
 class Document(BaseModel):
     """A file kept for the practice (owner 'practice') or in a patient's chart (owner 'patient')."""
 
     owner = pw.CharField(default="patient")  # patient | practice
     patient = pw.ForeignKeyField(Patient, null=True, backref="documents", on_delete="RESTRICT")
     referral = pw.ForeignKeyField(Referral, null=True, backref="documents", on_delete="SET NULL")
+    inbound = pw.ForeignKeyField(InboundMessage, null=True, backref="documents", on_delete="SET NULL")
     kind = pw.CharField(default="")  # ccda | xdm | note-pdf | fax-cover | report | other
     title = pw.CharField()
     filename = pw.CharField()
@@ -63,9 +86,15 @@ class Document(BaseModel):
 
 
 class OutboxJob(BaseModel):
-    """Work for a transport worker. Claimed atomically with a lease, so a crashed worker's job comes back."""
+    """Work for a transport worker. Claimed atomically with a lease, so a crashed worker's job comes back.
+    `kind` referral: send the referral; mdn: send `payload` (an MDN composed when it was due) to `recipient`
+    about `inbound`."""
 
-    referral = pw.ForeignKeyField(Referral, backref="jobs", on_delete="CASCADE")
+    kind = pw.CharField(default="referral")
+    referral = pw.ForeignKeyField(Referral, null=True, backref="jobs", on_delete="CASCADE")
+    inbound = pw.ForeignKeyField(InboundMessage, null=True, backref="jobs", on_delete="CASCADE")
+    recipient = pw.CharField(default="")
+    payload = pw.BlobField(null=True)
     channel = pw.CharField()
     state = pw.CharField(default="pending", index=True)  # pending | claimed | done | failed
     attempts = pw.IntegerField(default=0)
@@ -74,20 +103,6 @@ class OutboxJob(BaseModel):
     claimed_by = pw.CharField(default="")
     last_error = pw.TextField(default="")
     created_at = pw.DateTimeField()
-
-
-class InboundMessage(BaseModel):
-    message_id = pw.CharField(default="", index=True)
-    in_reply_to = pw.CharField(default="")
-    from_address = pw.CharField(default="")
-    to_address = pw.CharField(default="")
-    subject = pw.CharField(default="")
-    received_at = pw.DateTimeField()
-    raw = pw.BlobField()
-    state = pw.CharField(default="new")  # new | filed | rejected
-    error = pw.TextField(default="")
-    referral = pw.ForeignKeyField(Referral, null=True, backref="inbound", on_delete="SET NULL")
-    patient = pw.ForeignKeyField(Patient, null=True, backref="inbound", on_delete="SET NULL")
 
 
 class AuditEvent(BaseModel):

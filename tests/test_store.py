@@ -75,7 +75,7 @@ def test_a_version_2_database_gains_the_sogi_columns_and_keeps_its_patients(db_p
     close_database()
 
     db = open_database(sqlite_url(db_path))
-    assert current_version(db) == LATEST_VERSION == 3
+    assert current_version(db) == LATEST_VERSION
     assert set(SOGI_COLUMNS) <= {c.name for c in db.get_columns("patient")}
     ada = Patient.get(Patient.mrn == "42")
     assert (ada.last_name, ada.gender_identity_code, ada.sexual_orientation, ada.sogi_recorded_on) == (
@@ -84,6 +84,39 @@ def test_a_version_2_database_gains_the_sogi_columns_and_keeps_its_patients(db_p
     ada.save()
     assert Patient.get(Patient.mrn == "42").gender_identity_code == "ASKU"
     assert migrate_to_latest(db) == []  # applied once, recorded
+    close_database()
+
+
+def test_a_version_3_database_gains_mdn_jobs_and_keeps_its_queued_referrals(db_path):
+    from models.referrals import InboundMessage, OutboxJob
+
+    db = open_database(sqlite_url(db_path), migrate=False)
+    assert migrate_to_latest(db, target=3) == [1, 2, 3]
+    # Migration 1 builds from today's models: rebuild outbox_job as version 3 had it (referral required).
+    db.execute_sql("DROP TABLE outbox_job")
+    db.execute_sql("CREATE TABLE outbox_job (id INTEGER NOT NULL PRIMARY KEY, referral_id INTEGER NOT NULL "
+                   "REFERENCES referral (id) ON DELETE CASCADE, channel VARCHAR(255) NOT NULL, state VARCHAR(255) "
+                   "NOT NULL, attempts INTEGER NOT NULL, due_at DATETIME NOT NULL, lease_until DATETIME, claimed_by "
+                   "VARCHAR(255) NOT NULL, last_error TEXT NOT NULL, created_at DATETIME NOT NULL)")
+    for column in ["kind", "channel", "signer_fingerprint", "mdn_requested", "final_delivery_requested",
+                   "processed_at"]:  # (document.inbound_id stays: SQLite cannot drop a foreign-key column)
+        db.execute_sql(f'ALTER TABLE inbound_message DROP COLUMN "{column}"')
+    from models.referrals import Referral
+
+    ada = Patient.create(mrn="42", first_name="Ada", last_name="Lovelace", birth_date="1970-01-02", sex="F")
+    Referral.create(patient=ada, channel="direct", recipient="a@b.example", created_at="2026-11-01 09:00:00")
+    db.execute_sql("INSERT INTO outbox_job (referral_id, channel, state, attempts, due_at, claimed_by, last_error, "
+                   "created_at) VALUES (1, 'direct', 'pending', 0, '2026-11-01 09:00:00', '', '', '2026-11-01 09:00:00')")
+    close_database()
+
+    db = open_database(sqlite_url(db_path))
+    assert current_version(db) == LATEST_VERSION
+    job = OutboxJob.get()
+    assert (job.kind, job.referral_id, job.state, job.recipient, job.payload) == ("referral", 1, "pending", "", None)
+    inbound = InboundMessage.create(received_at="2026-11-02 10:00:00", raw=b"x", mdn_requested=True)
+    OutboxJob.create(kind="mdn", inbound=inbound, recipient="a@b.example", payload=b"mdn", channel="direct",
+                     due_at="2026-11-02 10:00:00", created_at="2026-11-02 10:00:00")  # no referral: allowed now
+    assert OutboxJob.select().where(OutboxJob.referral.is_null()).count() == 1
     close_database()
 
 
