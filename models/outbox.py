@@ -25,6 +25,7 @@ class ClaimedJob:
     channel: str
     attempt: int
     worker: str
+    kind: str = "referral"  # referral | mdn
 
 
 class LeaseLost(Exception):
@@ -53,6 +54,9 @@ def claim_due_jobs(worker: str, channels: Iterable[str], *, limit: int = 20,
             if not taken:
                 continue  # another worker was quicker
             job = OutboxJob.get_by_id(job_id)
+            if job.kind != "referral":  # an MDN: nothing of a referral to move
+                claimed.append(ClaimedJob(job.id, 0, job.channel, job.attempts, worker, job.kind))
+                continue
             moved = (Referral.update(status="sending")
                      .where(Referral.id == job.referral_id, Referral.status.in_(("queued", "sending"))).execute())
             if not moved:  # cancelled, or settled by an earlier attempt: nothing to send
@@ -60,7 +64,7 @@ def claim_due_jobs(worker: str, channels: Iterable[str], *, limit: int = 20,
                 continue
             ReferralEvent.create(referral=job.referral_id, at=now, kind="sending",
                                  detail=f"attempt {job.attempts}")
-        claimed.append(ClaimedJob(job.id, job.referral_id, job.channel, job.attempts, worker))
+        claimed.append(ClaimedJob(job.id, job.referral_id, job.channel, job.attempts, worker, job.kind))
     return claimed
 
 
@@ -77,9 +81,10 @@ def job_sent(job: ClaimedJob, detail: str) -> None:
     now = clock.now()
     with database.atomic():
         _release(job, state="done", last_error="")
-        Referral.update(status="sent", sent_at=now, status_reason="").where(
-            Referral.id == job.referral_id, Referral.status == "sending").execute()
-        ReferralEvent.create(referral=job.referral_id, at=now, kind="sent", detail=detail)
+        if job.kind == "referral":
+            Referral.update(status="sent", sent_at=now, status_reason="").where(
+                Referral.id == job.referral_id, Referral.status == "sending").execute()
+            ReferralEvent.create(referral=job.referral_id, at=now, kind="sent", detail=detail)
 
 
 def job_retry(job: ClaimedJob, error: str, delay: float) -> dt.datetime:
@@ -88,10 +93,12 @@ def job_retry(job: ClaimedJob, error: str, delay: float) -> dt.datetime:
     due = now + dt.timedelta(seconds=delay)
     with database.atomic():
         _release(job, state="pending", due_at=due, last_error=error)
-        Referral.update(status="queued", status_reason=error).where(
-            Referral.id == job.referral_id, Referral.status == "sending").execute()
-        ReferralEvent.create(referral=job.referral_id, at=now, kind="retry",
-                             detail=f"attempt {job.attempt} failed: {error}; next attempt {due:%Y-%m-%d %H:%M} UTC")
+        if job.kind == "referral":
+            Referral.update(status="queued", status_reason=error).where(
+                Referral.id == job.referral_id, Referral.status == "sending").execute()
+            ReferralEvent.create(referral=job.referral_id, at=now, kind="retry",
+                                 detail=f"attempt {job.attempt} failed: {error}; next attempt "
+                                        f"{due:%Y-%m-%d %H:%M} UTC")
     return due
 
 
@@ -100,9 +107,10 @@ def job_failed(job: ClaimedJob, reason: str) -> None:
     now = clock.now()
     with database.atomic():
         _release(job, state="failed", last_error=reason)
-        Referral.update(status="failed", status_reason=reason).where(
-            Referral.id == job.referral_id, Referral.status == "sending").execute()
-        ReferralEvent.create(referral=job.referral_id, at=now, kind="failed", detail=reason)
+        if job.kind == "referral":
+            Referral.update(status="failed", status_reason=reason).where(
+                Referral.id == job.referral_id, Referral.status == "sending").execute()
+            ReferralEvent.create(referral=job.referral_id, at=now, kind="failed", detail=reason)
 
 
 def pending_count(channels: Iterable[str]) -> int:
@@ -116,3 +124,11 @@ def next_due(channels: Iterable[str]) -> dt.datetime | None:
            .where(OutboxJob.channel.in_(tuple(channels)), OutboxJob.state == "pending")
            .order_by(OutboxJob.due_at).first())
     return row.due_at if row else None
+
+
+def queue_mdn(inbound_id: int, recipient: str, payload: bytes) -> OutboxJob:
+    """An MDN to send (its inner message composed already, so a retry sends the same one), through the same
+    outbox as referrals: durable and retried. Call inside the transaction that records what it reports."""
+    now = clock.now()
+    return OutboxJob.create(kind="mdn", inbound=inbound_id, recipient=recipient, payload=payload, channel="direct",
+                            due_at=now, created_at=now)

@@ -370,3 +370,40 @@ def test_verify_prints_the_verdict_with_the_certificate(site, cli, parties):
     assert code == 1 and "no-certificate" in out
     code, out, err = site.run(cli, "verify", "not an address", "--json")
     assert code == 1 and json.loads(out)["state"] == "malformed-address"
+
+
+# --- MDNs we send about messages we received ------------------------------------------------------------
+
+def test_a_queued_mdn_leaves_signed_and_encrypted_and_says_processed(site, cli, tls, parties, data_dir):
+    from models.db import close_database, open_database, sqlite_url
+    from models.outbox import queue_mdn
+    from models.referrals import InboundMessage
+    from transports.direct.cms_open import open_message
+    from transports.direct.mdn import compose_mdn
+    from transports.direct.notifications import parse_notification, read_message
+
+    open_database(sqlite_url(data_dir / "referdesk.db"))
+    try:
+        inbound = InboundMessage.create(message_id="<report-1@cardio.example.org>", from_address=PARTNER,
+                                        received_at=FROZEN_NOW, raw=b"(stored)", mdn_requested=True)
+        mdn = compose_mdn(disposition="dispatched", practice_address=PRACTICE, to=PARTNER,
+                          original_message_id=inbound.message_id, original_subject="Consult report",
+                          message_id="<mdn-1@direct.riverbend-family.example.org>", date=FROZEN_NOW,
+                          final_destination=True)
+        queue_mdn(inbound.id, PARTNER, mdn)
+    finally:
+        close_database()
+    with starttls_hisp(tls) as hisp:
+        site.smtp_port(hisp.port)
+        summary = worker(site, cli)
+    assert (summary["mdns"], summary["sent"]) == (1, 0), summary.log
+    [got] = hisp.received
+    assert got.rcpt_tos == [PARTNER]
+    opened = open_message(got.content, [load_identity(parties["partner_p12"], None)])
+    assert opened.encrypted and opened.signed and all(s.digest_ok and s.signature_ok for s in opened.signers)
+    assert opened.signers[0].certificate == parties["practice"].cert
+    message = read_message(opened.content)
+    assert message["Disposition-Notification-To"] is None  # an MDN never asks for one back
+    found = parse_notification(message)
+    assert (found.kind, found.original_message_id, found.final_destination) == (
+        "dispatched", "<report-1@cardio.example.org>", True)

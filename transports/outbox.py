@@ -31,12 +31,13 @@ class RunSummary:
     retried: int = 0
     failed: int = 0
     unconfirmed: int = 0
+    mdns: int = 0  # notifications we sent about messages we received
     not_ready: str = ""  # why Direct jobs were left queued (no set-up, unreadable certificate)
     details: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {"sent": self.sent, "retried": self.retried, "failed": self.failed,
-                "unconfirmed": self.unconfirmed, "not_ready": self.not_ready}
+                "unconfirmed": self.unconfirmed, "mdns": self.mdns, "not_ready": self.not_ready}
 
 
 def worker_name() -> str:
@@ -110,10 +111,13 @@ class OutboxWorker:
                 await sessions.get_nowait().close()
 
     async def _send(self, job: ClaimedJob, context, summary: RunSummary, connection=None) -> None:
-        from transports.direct.sender import send_referral
+        from transports.direct.sender import send_mdn, send_referral
 
         try:
-            outcome = await send_referral(job.referral_id, context, connection)
+            if job.kind == "mdn":
+                outcome = await send_mdn(job.id, context, connection)
+            else:
+                outcome = await send_referral(job.referral_id, context, connection)
         except Exception as exc:  # a bug must not kill the worker or strand the job: retry it, say why
             outcome_state, detail = "retry", f"internal error ({type(exc).__name__}: {exc}); will retry"
         else:
@@ -121,7 +125,10 @@ class OutboxWorker:
         try:
             if outcome_state == "sent":
                 await asyncio.to_thread(job_sent, job, detail)
-                summary.sent += 1
+                if job.kind == "mdn":
+                    summary.mdns += 1
+                else:
+                    summary.sent += 1
             elif outcome_state == "retry" and job.attempt < MAX_ATTEMPTS:
                 delay = retry_delay(job.attempt, rng=self.rng)
                 await asyncio.to_thread(job_retry, job, detail, delay)
@@ -133,7 +140,8 @@ class OutboxWorker:
                 summary.failed += 1
         except LeaseLost:
             return
-        summary.details.append(f"referral {job.referral_id}: {outcome_state}: {detail}")
+        what = f"MDN job {job.id}" if job.kind == "mdn" else f"referral {job.referral_id}"
+        summary.details.append(f"{what}: {outcome_state}: {detail}")
 
     async def run(self, stop: asyncio.Event, *, poll: float = 5.0, wake: asyncio.Event | None = None) -> None:
         """Work until `stop` is set; errors in one round are kept in `last_error` and never end the loop.

@@ -114,3 +114,40 @@ async def send_referral(referral_id: int, context: DirectContext,
         return SendOutcome("failed", f"the HISP refused the recipient: {code} {message}")
     return SendOutcome("sent", f"accepted by {context.smtp.host}: {receipt.code} {receipt.message}".strip()
                        + f"; certificate {verdict.fingerprint[:16]}… ({verdict.binding}-bound)")
+
+
+async def send_mdn(job_id: int, context: DirectContext, connection: SmtpConnection | None = None) -> SendOutcome:
+    """An MDN job: the notification composed when it was due, sealed to its recipient now."""
+    import email
+    import email.policy
+    import email.utils
+
+    from models.referrals import OutboxJob
+    from transports.direct.smime import seal_inner
+
+    job = OutboxJob.get_by_id(job_id)
+    inner = bytes(job.payload)
+    headers = email.message_from_bytes(inner.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n", policy=email.policy.compat32)
+    verdict = await asyncio.to_thread(check_recipient, job.recipient, context.trust)
+    if verdict.state != "verified":
+        state = "retry" if verdict.state in RETRYABLE_VERDICTS else "failed"
+        return SendOutcome(state, f"{verdict.state}: {verdict.reason}")
+    certificates = [c for c in verdict.certificates if isinstance(c.public_key(), rsa.RSAPublicKey)]
+    if not certificates:
+        return SendOutcome("failed", "the sender's Direct certificate has an EC key; referdesk can only encrypt "
+                                     "to RSA certificates")
+    date = email.utils.parsedate_to_datetime(headers["Date"])
+    raw = await asyncio.to_thread(
+        seal_inner, inner, sender=context.address, recipients=[job.recipient], subject=str(headers["Subject"]),
+        message_id=str(headers["Message-ID"]), date=date, identity=context.identity, recipient_certs=certificates)
+    try:
+        if connection is None:
+            await send_message(raw, mail_from=context.address, rcpt_to=[job.recipient], settings=context.smtp,
+                               env=context.env)
+        else:
+            await connection.send(raw, mail_from=context.address, rcpt_to=[job.recipient])
+    except TransientSendError as exc:
+        return SendOutcome("retry", str(exc))
+    except PermanentSendError as exc:
+        return SendOutcome("failed", str(exc))
+    return SendOutcome("sent", f"MDN accepted by {context.smtp.host}")

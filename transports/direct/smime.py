@@ -156,3 +156,12 @@ def seal_message(*, sender: str, recipients: list[str], subject: str, text: str,
     return (transport_headers(sender=sender, recipients=recipients, subject=subject, message_id=message_id,
                               date=date)
             + encrypt(signed, recipient_certs))
+
+
+def seal_inner(inner: bytes, *, sender: str, recipients: list[str], subject: str, message_id: str,
+               date: dt.datetime, identity, recipient_certs: list[x509.Certificate]) -> bytes:
+    """Seal a message composed elsewhere (an MDN): wrapped, signed, encrypted, under transport headers."""
+    signed = sign(wrap_rfc822(inner), identity, signing_time=date)
+    return (transport_headers(sender=sender, recipients=recipients, subject=subject, message_id=message_id,
+                              date=date)
+            + encrypt(signed, recipient_certs))
