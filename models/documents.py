@@ -31,7 +31,8 @@ class Attachment:
         return len(self.content)
 
 
-def file_document(attachment: Attachment, *, owner: str, patient=None, referral=None) -> Document:
+def file_document(attachment: Attachment, *, owner: str, patient=None, referral=None, inbound=None) -> Document:
+    """Store `attachment` for its owner; `inbound` links a received document to the InboundMessage it came in."""
     if owner not in ("patient", "practice"):
         raise DocumentError(f"unknown document owner {owner!r}")
     if owner == "patient" and patient is None:
@@ -45,6 +46,7 @@ def file_document(attachment: Attachment, *, owner: str, patient=None, referral=
         owner=owner,
         patient=patient,
         referral=referral,
+        inbound=inbound,
         kind=attachment.kind,
         title=attachment.title or attachment.filename,
         filename=attachment.filename,

@@ -11,6 +11,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Iterable
 
+from peewee import fn
+
 from models import clock
 from models.db import database
 from models.referrals import OutboxJob, Referral, ReferralEvent
@@ -37,13 +39,23 @@ def _due(now: dt.datetime):
             | ((OutboxJob.state == "claimed") & (OutboxJob.lease_until < now)))
 
 
+def _mdn_waits():
+    """An MDN waits while an earlier MDN about the same received message is still to be sent, so *processed*
+    always leaves before *dispatched* or *failed* (a batch is sent concurrently, and the order matters to the
+    sender's delivery tracking)."""
+    earlier = OutboxJob.alias()
+    return fn.EXISTS(earlier.select(earlier.id).where(
+        earlier.inbound == OutboxJob.inbound, earlier.kind == "mdn", earlier.id < OutboxJob.id,
+        earlier.state.in_(("pending", "claimed"))))
+
+
 def claim_due_jobs(worker: str, channels: Iterable[str], *, limit: int = 20,
                    lease: dt.timedelta = LEASE) -> list[ClaimedJob]:
     """Take up to `limit` due jobs for `channels`; the referral of each becomes `sending`."""
     now = clock.now()
     channels = tuple(channels)
     candidates = [row for row in (OutboxJob.select(OutboxJob.id)
-                                  .where(OutboxJob.channel.in_(channels), _due(now))
+                                  .where(OutboxJob.channel.in_(channels), _due(now), ~_mdn_waits())
                                   .order_by(OutboxJob.due_at, OutboxJob.id).limit(limit).tuples())]
     claimed = []
     for (job_id,) in candidates:

@@ -90,11 +90,15 @@ def _key_problem(cert: x509.Certificate) -> str:
     return "its key type is not used in Direct (RSA or EC P-256/P-384 are)"
 
 
-def _signature_problem(cert: x509.Certificate) -> str:
+def _signature_problem(cert: x509.Certificate, purpose: str = ENCRYPT) -> str:
+    """MD5 never; SHA-1 not for a certificate we encrypt to, but accepted on receipt (STANDARDS.md: SHA-1 is
+    never sent and may be accepted from older senders, as the Java reference implementation's are)."""
     algorithm = cert.signature_hash_algorithm
-    if algorithm is not None and algorithm.name in WEAK_HASHES:
-        return f"it is signed with {WEAK_HASHES[algorithm.name]}, which Direct no longer accepts"
-    return ""
+    if algorithm is None or algorithm.name not in WEAK_HASHES:
+        return ""
+    if purpose == SIGN and algorithm.name == "sha1":
+        return ""
+    return f"it is signed with {WEAK_HASHES[algorithm.name]}, which Direct no longer accepts"
 
 
 def _usage_problem(cert: x509.Certificate, purpose: str) -> str:
@@ -217,7 +221,7 @@ class TrustChecker:
         words = _Words.of(purpose, binding, address)
         if not binding:
             return Assessment(cert, "", UNBOUND, f"{words.a} is not bound to {address}: {unbound}.")
-        for problem in (_key_problem(cert), _signature_problem(cert)):
+        for problem in (_key_problem(cert), _signature_problem(cert, purpose)):
             if problem:
                 return Assessment(cert, binding, WEAK, f"{words.a} is not acceptable: {problem}.")
         problem = _usage_problem(cert, purpose)
@@ -229,7 +233,7 @@ class TrustChecker:
                               end)
         if now < start:
             return Assessment(cert, binding, NOT_YET_VALID, f"{words.the} is not valid until {_day(start)}.", start)
-        return self._validate(cert, binding, words, intermediates, now)
+        return self._validate(cert, binding, words, intermediates, now, purpose)
 
     # path and revocation
 
@@ -253,7 +257,7 @@ class TrustChecker:
             current = step
         return chain, False
 
-    def _validate(self, cert, binding, words: _Words, intermediates, now) -> Assessment:
+    def _validate(self, cert, binding, words: _Words, intermediates, now, purpose: str = ENCRYPT) -> Assessment:
         try:
             chain, reaches = self._chain(cert, list(intermediates))
         except LookupFailed as exc:
@@ -272,18 +276,19 @@ class TrustChecker:
             elif failure is not None:
                 failures.append(failure)
         try:
-            _run(self._pyhanko(cert, chain, crls, now))
+            _run(self._pyhanko(cert, chain, crls, now, purpose))
         except Exception as exc:  # noqa: BLE001 - every pyhanko outcome is mapped below
             return self._failed(cert, binding, words, exc, failures)
         return Assessment(cert, binding, VALID, words.trusted(cert))
 
-    async def _pyhanko(self, cert, chain, crls, now) -> None:
+    async def _pyhanko(self, cert, chain, crls, now, purpose: str = ENCRYPT) -> None:
         from pyhanko_certvalidator import CertificateValidator, ValidationContext
 
+        weak = {"md2", "md5"} | ({"sha1"} if purpose == ENCRYPT else set())
         context = ValidationContext(trust_manager=_trust_manager(self.anchors),
                                     other_certs=[_asn1(c) for c in chain], crls=crls,
                                     moment=now.replace(tzinfo=dt.timezone.utc), allow_fetching=False,
-                                    revocation_mode="hard-fail")
+                                    revocation_mode="hard-fail", weak_hash_algos=weak)
         await CertificateValidator(_asn1(cert), validation_context=context).async_validate_path()
 
     def _failed(self, cert, binding, words: _Words, exc, crl_failures) -> Assessment:
