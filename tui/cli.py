@@ -290,26 +290,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from transports.outbox import OutboxWorker
 
-    worker = OutboxWorker(config)
     if args.once:
-        summary = asyncio.run(worker.run_once())
-        if args.json:
-            _print_json(summary.as_json())
+        imap = None
+        if config.section("inbound").get("imap_url"):  # first, so what it receives can be answered below
+            from transports.imap_poll import poll_once
+
+            imap = poll_once(config)
+            _say(f"IMAP: {imap.error}" if imap.error else
+                 f"IMAP: fetched {imap.fetched} (accepted {imap.accepted}, rejected {imap.rejected}, "
+                 f"duplicates {imap.duplicates})")
+        summary = asyncio.run(OutboxWorker(config).run_once())
         for line in summary.details:
             _say(line)
         if summary.not_ready:
             _say(f"Direct referrals stay queued: {summary.not_ready}")
         _say(f"sent {summary.sent}, retry later {summary.retried}, failed {summary.failed}, "
              f"unconfirmed {summary.unconfirmed}")
-        return EXIT_ERROR if summary.not_ready else 0
+        if args.json:
+            _print_json({**summary.as_json(), **({"imap": imap.as_json()} if imap else {})})
+        return EXIT_ERROR if summary.not_ready or (imap and imap.error) else 0
 
     async def forever() -> None:
+        from transports.service import Service
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        _say(f"referdesk worker {worker.name}: running (Ctrl-C or SIGTERM stops it)")
-        await worker.run(stop, poll=args.poll)
+        service = Service(config, report=_say, poll=args.poll)
+        _say(f"referdesk worker {service.outbox.name}: running the outbox (Ctrl-C or SIGTERM stops it)")
+        await service.run(stop)
         _say("referdesk worker: stopped")
 
     asyncio.run(forever())
@@ -453,6 +463,34 @@ def cmd_setup_direct(args: argparse.Namespace) -> int:
     return 0 if saved else EXIT_ERROR
 
 
+def cmd_report_cms50(args: argparse.Namespace) -> int:
+    """CMS50, Closing the Referral Loop, for one year: the figures and the first referrals without a report."""
+    _open(args)
+    from models.cms50 import TITLE, Cms50Error, cms50_report, parse_year
+
+    try:
+        report = cms50_report(parse_year(args.year))
+    except Cms50Error as exc:
+        raise CommandError(f"--year: {exc}") from exc
+    if args.json:
+        _print_json(report.as_json())
+        return 0
+    print(f"CMS50 {TITLE}, {report.year}")
+    print(f"Denominator       {report.denominator:>7,}  patients with an eligible visit and a referral "
+          f"made 01/01-10/31")
+    print(f"Numerator         {report.numerator:>7,}  whose first referral's report came back in time")
+    print(f"Performance rate  {report.rate_text:>7}")
+    if not report.gaps:
+        return 0
+    print(f"\nGap: {len(report.gaps):,} first referral(s) without their report, oldest first")
+    print(f"{'ID':>6}  {'Made':<10}  {'MRN':<10} {'Patient':<24} {'Recipient':<32} {'Status':<16} {'Days':>5}")
+    for gap in report.gaps:
+        status = gap.status if gap.report_received_on is None else f"{gap.status} ({gap.why})"
+        print(f"{gap.referral_id:>6}  {gap.referred_on.isoformat():<10}  {gap.mrn:<10} {gap.patient_name[:24]:<24} "
+              f"{(gap.recipient_name or gap.recipient)[:32]:<32} {status:<16} {gap.days_open:>5}")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------------------
 
 
@@ -524,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = command("worker", cmd_worker, "run the outbox worker: send queued referrals, retry the ones that "
                      "could not go yet, fail the ones never confirmed")
-    worker.add_argument("--once", action="store_true", help="send what is due now, then exit")
+    worker.add_argument("--once", action="store_true", help="send what is due now (after polling the IMAP mailbox "
+                        "once, when [inbound] imap_url is set), then exit")
     worker.add_argument("--poll", type=float, default=5.0, metavar="SECONDS", help="how often to look for "
                         "new work (default 5)")
     worker.add_argument("--json", action="store_true", help="with --once: a summary as JSON on stdout")
@@ -573,6 +612,14 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("text", nargs="*", metavar="TEXT")
     find.add_argument("--json", action="store_true")
     find.add_argument("--limit", type=int, default=50)
+
+    report = command("report", lambda a: _usage(report), "quality measures")
+    report_verbs = report.add_subparsers(title="report commands", metavar="MEASURE")
+    cms50 = report_verbs.add_parser("cms50", help="CMS50 Closing the Referral Loop: Receipt of Specialist Report "
+                                    "(denominator, numerator, rate and the referrals behind the gap)")
+    cms50.set_defaults(handler=cmd_report_cms50)
+    cms50.add_argument("--year", required=True, metavar="YYYY", help="the measurement year")
+    cms50.add_argument("--json", action="store_true")
     return parser
 
 

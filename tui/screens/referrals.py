@@ -13,7 +13,10 @@ from tui.widgets.referrals_pane import ReferralsPane
 class ReferralsScreen(ReferdeskScreen):
     """Referrals: every patient's, newest first."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back", id="referrals.back")]
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back", id="referrals.back"),
+        Binding("q", "quality", "Quality (CMS50)", id="referrals.cms50"),
+    ]
     CSS = """
     ReferralsScreen #referrals-pane { height: 1fr; }
     ReferralsScreen #referrals-pane #referral-filters { margin-top: 0; }
@@ -28,3 +31,9 @@ class ReferralsScreen(ReferdeskScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#referrals-table", DataTable).focus()
+
+    def action_quality(self) -> None:
+        """CMS50, Closing the Referral Loop: this year's figures and the referrals still waiting for a report."""
+        from tui.screens.cms50 import Cms50Screen
+
+        self.app.push_screen(Cms50Screen())

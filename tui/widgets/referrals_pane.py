@@ -22,7 +22,21 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from models import clock
-from models.referral_history import HistoryError, ReferralRow, change_stamp, list_referrals, parse_mdy
+from models.overdue import (
+    DEFAULT_OVERDUE_DAYS,
+    OverdueSettingError,
+    days_overdue,
+    overdue_days_setting,
+    overdue_referrals,
+)
+from models.referral_history import (
+    HistoryError,
+    ReferralRow,
+    change_stamp,
+    list_referrals,
+    local_today,
+    parse_mdy,
+)
 from tui.widgets.pane import Pane
 
 STATUS_LABELS = {
@@ -42,7 +56,10 @@ STATUS_COLOURS = {
     "failed": "error", "cancelled": "text-muted",
 }
 ALL = "all"
-STATUS_OPTIONS = [("All", ALL), ("Open", "open"), *((label, key) for key, label in STATUS_LABELS.items())]
+OVERDUE = "overdue"
+OVERDUE_COLOUR = "error"  # a loop left open too long needs a hand, as a failure does
+STATUS_OPTIONS = [("All", ALL), ("Open", "open"), ("Overdue", OVERDUE),
+                  *((label, key) for key, label in STATUS_LABELS.items())]
 
 
 def fit(text: str, width: int) -> str:
@@ -68,9 +85,14 @@ def fit_person(name: str, width: int, *, last_first: bool) -> str:
     return fit(candidates[-1] if candidates else name, width)
 
 
-def status_words(row: ReferralRow, width: int = 80) -> str:
-    """The status as words: a failure with its reason, a received report with its date."""
+def status_words(row: ReferralRow, width: int = 80, overdue: int | None = None) -> str:
+    """The status as words: a failure with its reason, a received report with its date, a referral waiting
+    too long for its report with the days it has waited ("Overdue 45 d", and its status when there is room)."""
     label = STATUS_LABELS.get(row.status, row.status)
+    if overdue is not None:
+        short = f"Overdue {overdue} d"
+        full = f"{short} · {label}"
+        return full if len(full) <= width else short
     if row.status == "failed" and row.status_reason:
         return f"{label}: {row.status_reason}"
     if row.status == "report-received" and row.report_received_on:
@@ -87,7 +109,8 @@ class Filters:
 
 
 class ReferralsPane(Pane):
-    """Referrals newest first; Enter opens one. Filter by status and by the day it was sent (made)."""
+    """Referrals newest first; Enter opens one. Filter by status (or "Overdue": no report after
+    `[referrals] overdue_days`) and by the day it was sent (made). Overdue rows say so in the status column."""
 
     BINDINGS = [
         Binding("s", "focus_filter", "Filter", id="referrals.filter"),
@@ -111,6 +134,7 @@ class ReferralsPane(Pane):
         self.filters = Filters()
         self.loaded = False
         self._loaded_width = 0
+        self.overdue_days = DEFAULT_OVERDUE_DAYS
 
     def compose(self) -> ComposeResult:
         if self.patient_id is not None:
@@ -130,6 +154,11 @@ class ReferralsPane(Pane):
         yield table
 
     def on_mount(self) -> None:
+        try:
+            self.overdue_days = overdue_days_setting(getattr(self.app, "config", None))
+        except OverdueSettingError as exc:
+            self.app.notify(f"{exc}; using {DEFAULT_OVERDUE_DAYS}.", title="Configuration", severity="warning",
+                            markup=False)
         blink = getattr(self.app, "cursor_blink", False)
         for box in self.query(Input):
             box.cursor_blink = blink
@@ -165,8 +194,12 @@ class ReferralsPane(Pane):
         worker = get_current_worker()
         try:
             with database.connection_context():
-                rows = list_referrals(status=filters.status, since=filters.since, until=filters.until,
-                                      patient_id=self.patient_id)
+                if filters.status == OVERDUE:
+                    rows = overdue_referrals(self.overdue_days, local_today(), since=filters.since,
+                                             until=filters.until, patient_id=self.patient_id)
+                else:
+                    rows = list_referrals(status=filters.status, since=filters.since, until=filters.until,
+                                          patient_id=self.patient_id)
         except HistoryError as exc:
             if not worker.is_cancelled:
                 self.app.call_from_thread(self._say, str(exc)[:1].upper() + str(exc)[1:] + ".", True)
@@ -187,7 +220,10 @@ class ReferralsPane(Pane):
         self.rows = rows
         self.loaded = True
         self._fill()
-        if not rows:
+        if not rows and filters.status == OVERDUE:
+            self._say(f"No referral has waited more than {self.overdue_days} days for its report"
+                      + (" in these dates." if filters.since or filters.until else "."))
+        elif not rows:
             self._say("No referrals match these filters." if filters != Filters() else "No referrals yet.")
         else:
             more = " (the newest: narrow the dates to see older)" if len(rows) >= 500 else ""
@@ -237,6 +273,7 @@ class ReferralsPane(Pane):
             table.add_column(label, width=width, key=key)
         widths = {key: width for key, _, width in columns}
         colours = self.app.theme_variables
+        today = local_today()
         for row in self.rows:
             cells = {
                 "sent": f"{clock.local(row.created_at):%m/%d/%Y}",
@@ -246,22 +283,26 @@ class ReferralsPane(Pane):
                 "recipient": (fit_person(row.recipient_name, widths["recipient"], last_first=False)
                               if row.recipient_name else fit(row.recipient, widths["recipient"])),
                 "channel": row.channel,
-                "status": self._status_cell(row, widths["status"], colours),
+                "status": self._status_cell(row, widths["status"], colours,
+                                            days_overdue(row, self.overdue_days, today)),
             }
             table.add_row(*(cells[key] for key, _, _ in columns), key=str(row.id))
         if selected is not None and str(selected) in {str(r.id) for r in self.rows}:
             table.move_cursor(row=table.get_row_index(str(selected)))
 
     @staticmethod
-    def _status_cell(row: ReferralRow, width: int, colours: dict[str, str]) -> Text:
-        words = fit(status_words(row, width), width)
+    def _status_cell(row: ReferralRow, width: int, colours: dict[str, str], overdue: int | None = None) -> Text:
+        words = fit(status_words(row, width, overdue), width)
         text = Text(words, no_wrap=True)
-        colour = colours.get(STATUS_COLOURS.get(row.status, ""), "")
+        colour = colours.get(OVERDUE_COLOUR if overdue is not None else STATUS_COLOURS.get(row.status, ""), "")
         try:
             style = Style.parse(colour) if colour else Style(dim=True)
         except StyleSyntaxError:  # "$text-muted" is "auto 60%", not a colour Rich can paint
             style = Style(dim=True)
-        if row.status == "failed":
+        if overdue is not None:
+            text.stylize(style + Style(bold=True), 0, min(len("Overdue"), len(words)))
+            text.stylize(style, min(len("Overdue"), len(words)))
+        elif row.status == "failed":
             text.stylize(style + Style(bold=True), 0, min(len("Failed"), len(words)))
         else:
             text.stylize(style)
