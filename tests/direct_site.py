@@ -40,6 +40,7 @@ class DirectWorld:
     records: dict[str, bytes] = field(default_factory=dict)  # DNS name -> DER certificate
     domains: set[str] = field(default_factory=set)
     certificates: dict[str, x509.Certificate] = field(default_factory=dict)  # address -> certificate
+    partner_key: object = None  # the private key behind every partner certificate (to play a partner)
 
     def serve(self) -> LoopbackDns:
         """A started DNS server publishing the world; the caller stops it."""
@@ -68,8 +69,10 @@ def build_world(seeded_db: Path, folder: Path, http: LoopbackHttp) -> DirectWorl
                          crl_url=crl_url)
     world = DirectWorld(folder, http, anchors, write_p12(folder / "practice.p12", practice, P12_PASSWORD.encode()))
     world.certificates[PRACTICE_ADDRESS] = practice.cert
+    world.records[dns_name(PRACTICE_ADDRESS)] = der(practice.cert)  # partners look the practice up too
+    world.domains.add(PRACTICE_ADDRESS.split("@", 1)[1])
     revoked: dict[int, dt.datetime] = {}
-    key = rsa_key(slot="world-partner")  # one key for every partner: signing certificates is what is tested
+    key = world.partner_key = rsa_key(slot="world-partner")  # one key for all: issuing is what is tested
     for address, state, reason in _contacts(seeded_db):
         world.domains.add(address.split("@", 1)[1])
         if state == "verified":
