@@ -49,7 +49,7 @@ class OutboxWorker:
 
     channels = ("direct",)
     # Messages in flight at once: sealing one (CPU, in a thread) overlaps another's TLS and SMTP round trips.
-    concurrency = 4
+    concurrency = 6
 
     def __init__(self, config: Config, *, env: Mapping[str, str] | None = None, name: str | None = None,
                  rng: random.Random | None = None) -> None:
