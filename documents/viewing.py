@@ -21,7 +21,8 @@ from models.documents import get_document, list_documents
 from models.referrals import AuditEvent, Document
 
 KIND_LABELS = {"ccda": "C-CDA", "xdm": "XDM", "note": "Note", "note-pdf": "Note PDF", "fax-cover": "Fax cover",
-               "report": "Report", "other": "Other"}
+               "report": "Report", "pdf": "PDF", "image": "Image", "message": "Message",
+               "findings": "C-CDA findings", "other": "Other"}
 _SHORT_TYPES = {"text/xml": "XML", "application/xml": "XML", "application/pdf": "PDF", "application/zip": "ZIP",
                 "text/plain": "Text", "text/html": "HTML", "application/json": "JSON", "image/tiff": "TIFF"}
 XML_TYPES = ("text/xml", "application/xml")
