@@ -24,6 +24,7 @@ class ReferdeskApp(App[None]):
         Binding("f2,ctrl+f", "search_patients", "Patients", id="app.patients", show=False),
         Binding("f3,ctrl+r", "referrals", "Referrals", id="app.referrals", show=False),
         Binding("f4,ctrl+o", "practice_documents", "Documents", id="app.documents", show=False),
+        Binding("f5,ctrl+g", "inbox", "Inbox", id="app.inbox", show=False),
         Binding("f1,question_mark", "help", "Help", id="app.help"),
     ]
     # Screens lay out tighter on 24-line terminals ("-short") than on tall ones.
@@ -175,6 +176,13 @@ class ReferdeskApp(App[None]):
         if not isinstance(self.screen, PracticeDocumentsScreen) and not self._leaving_would_lose_work():
             self._back_to_search()
             self.push_screen(PracticeDocumentsScreen())
+
+    def action_inbox(self) -> None:
+        from tui.screens.inbox import InboxScreen
+
+        if not isinstance(self.screen, InboxScreen) and not self._leaving_would_lose_work():
+            self._back_to_search()
+            self.push_screen(InboxScreen())
 
     def action_help(self) -> None:
         from tui.dialogs.help import HelpDialog
