@@ -31,6 +31,7 @@ from tui.app import ReferdeskApp
 from tui.screens.cms50 import Cms50Screen
 from tui.screens.referral_detail import ReferralDetailScreen
 from tui.screens.referrals import ReferralsScreen
+from pilot_keys import keys, press
 
 SIZES = [(80, 24), (120, 40)]
 size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -318,26 +319,6 @@ def test_cli_bad_year(cli, data_dir, year, message):
 
 
 # --- the screen -----------------------------------------------------------------------------------------------
-
-
-async def settle(pilot) -> None:
-    for _ in range(2):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
-
-
-def keys(*sequence: str):
-    async def run_before(pilot) -> None:
-        await pilot.pause()
-        await press(pilot, *sequence)
-
-    return run_before
 
 
 @size_ids

@@ -22,6 +22,7 @@ from models.referral_history import HistoryError, get_referral, list_referrals
 from models.referrals import Referral
 from tui.app import ReferdeskApp
 from tui.widgets.referrals_pane import ReferralsPane
+from pilot_keys import press
 
 TODAY = dt.date(2026, 11, 2)  # the frozen clock's day
 
@@ -90,18 +91,6 @@ def test_the_setting(db):
 
 
 # --- the Referrals list ---------------------------------------------------------------------------------------
-
-
-async def settle(pilot) -> None:
-    for _ in range(2):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
 
 
 def status_cells(app) -> dict[int, object]:

@@ -34,6 +34,7 @@ from tui.screens.inbox_detail import InboxDetailScreen
 from tui.screens.patient_search import PatientSearchScreen
 from tui.widgets.documents_pane import DocumentsPane
 from tui.widgets.result_list import ResultList
+from pilot_keys import keys, press, settle
 
 SIZES = [(80, 24), (120, 40)]
 size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -102,27 +103,6 @@ def referral_statuses(inbox: Inbox) -> dict[str, str]:
 
 
 # --- driving ------------------------------------------------------------------------------------------------------
-
-async def settle(pilot) -> None:
-    """Let loads and actions finish; an action's worker starts a reload worker, hence twice."""
-    for _ in range(2):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
-
-
-def keys(*sequence: str):
-    async def run_before(pilot) -> None:
-        await pilot.pause()
-        await press(pilot, *sequence)
-
-    return run_before
-
 
 def table_of(app) -> DataTable:
     return app.screen.query_one("#inbox-table", DataTable)

@@ -19,6 +19,7 @@ from tui.screens.patient_search import PatientSearchScreen
 from tui.screens.referral_detail import ReferralDetailScreen
 from tui.screens.referrals import ReferralsScreen
 from tui.widgets.referrals_pane import Filters, ReferralsPane, fit_person
+from pilot_keys import keys, press
 
 SIZES = [(80, 24), (120, 40)]
 size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -26,27 +27,6 @@ size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}"
 # Keys, from patient search: F3, then the status filter (s, Enter opens it, a letter jumps to the status, Enter).
 TO_FAILED = ("f3", "s", "enter", "f", "enter")
 TO_DELIVERED = ("f3", "s", "enter", "d", "enter")
-
-
-async def settle(pilot) -> None:
-    """Let loads and actions finish; an action's worker starts a reload worker, hence twice."""
-    for _ in range(2):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
-async def press(pilot, *keys: str) -> None:
-    for key in keys:
-        await pilot.press(key)
-        await settle(pilot)
-
-
-def keys(*sequence: str):
-    async def run_before(pilot) -> None:
-        await pilot.pause()
-        await press(pilot, *sequence)
-
-    return run_before
 
 
 def table_of(app) -> DataTable:
