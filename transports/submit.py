@@ -9,5 +9,6 @@ from models.referring import ReferralDraft, create_referral
 
 def submit_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Referral:
     """Queue the referral with exactly the attachments the user saw. Delivery happens in the outbox worker;
-    until a worker for the channel exists the referral stays `queued`, and says so."""
+    Direct has one (transports/outbox.py); eFax and print referrals stay `queued`, and say so, until theirs
+    exist."""
     return create_referral(draft, attachments)
