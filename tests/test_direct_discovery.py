@@ -262,16 +262,9 @@ def test_ttl_cache_follows_the_frozen_clock():
 
 # --- LDAP, when DNS publishes no CERT record ---------------------------------------------------------
 
-try:
-    import loopback_ldap as ldap
-    from transports.direct.ldap_discovery import find_ldap_certificates
-    assert find_ldap_certificates
-except ImportError:
-    ldap = None
-needs_ldap = pytest.mark.skipif(ldap is None, reason="LDAP discovery not available")
+import loopback_ldap as ldap  # noqa: E402 (a real LDAP server on loopback)
 
 
-@needs_ldap
 def test_ldap_is_asked_when_dns_has_no_cert_record(dns_server, settings, caches, pki):
     cert = pki.leaf(emails=[ADDRESS])
     entry = ldap.Entry(f"mail={ADDRESS},dc=example,dc=org", ADDRESS, {"userCertificate;binary": [der(cert)]})
@@ -283,7 +276,6 @@ def test_ldap_is_asked_when_dns_has_no_cert_record(dns_server, settings, caches,
         "verified", "ldap", "address", (cert,))
 
 
-@needs_ldap
 def test_ldap_is_not_asked_when_a_cert_record_exists(dns_server, settings, caches, pki):
     dns_server.add_cert(DOMAIN, pki.leaf(dns=[DOMAIN]))
     dns_server.add_srv(f"_ldap._tcp.{DOMAIN}", f"ldap.{DOMAIN}", closed_port())
@@ -291,7 +283,6 @@ def test_ldap_is_not_asked_when_a_cert_record_exists(dns_server, settings, cache
     assert dns_server.count(f"_ldap._tcp.{DOMAIN}") == 0
 
 
-@needs_ldap
 def test_unreachable_ldap_directory_is_temporary_not_no_certificate(dns_server, settings, caches):
     """DCDT D12: the only directory is down. Nothing was found, but that says nothing about the address."""
     dns_server.add_srv(f"_ldap._tcp.{DOMAIN}", f"ldap.{DOMAIN}", closed_port())
