@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+import phonenumbers
+
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
@@ -40,19 +42,41 @@ def check_direct_address(text: str) -> str:
 
 
 def check_fax_number(text: str) -> str:
-    """A North American fax number as 10 digits (a leading 1 is dropped); AddressError otherwise."""
+    """A fax number in its stored form: 10 digits for the US and Canada (a leading 1 or +1 is dropped), else
+    E.164 with its + ("+442079460958"). phonenumbers knows which area codes and exchanges exist, so a number
+    that cannot be dialled is refused here, before a fax is ever attempted. AddressError says why."""
     raw = (text or "").strip()
+    if not raw:
+        raise AddressError("the fax number is empty")
     if re.search(r"[^\d\s()+.\-]", raw):
         raise AddressError("a fax number has only digits, spaces, ( ) + . and -")
     digits = re.sub(r"\D", "", raw)
-    if len(digits) == 11 and digits.startswith("1"):
-        digits = digits[1:]
-    if len(digits) != 10:
-        raise AddressError(f"a fax number needs 10 digits (area code and number); this has {len(digits)}")
-    if digits[0] in "01" or digits[3] in "01":
-        raise AddressError("not a valid US/Canada number: area code and exchange cannot start with 0 or 1")
-    return digits
+    if not raw.startswith("+") and len(digits) not in (10, 11):
+        raise AddressError(f"a fax number needs 10 digits (area code and number); this has {len(digits)}. "
+                           "Outside the US and Canada, start with + and the country code")
+    try:
+        number = phonenumbers.parse(raw if raw.startswith("+") else digits, "US")
+    except phonenumbers.NumberParseException as exc:
+        raise AddressError(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(number):
+        if number.country_code == 1:
+            raise AddressError("not a valid US/Canada number: no such area code or exchange")
+        raise AddressError(f"not a valid number for country code +{number.country_code}")
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164[2:] if number.country_code == 1 else e164
 
 
-def format_fax(digits: str) -> str:
-    return f"({digits[:3]}) {digits[3:6]}-{digits[6:]}" if len(digits) == 10 else digits
+def fax_e164(stored: str) -> str:
+    """The stored form as E.164, the form fax providers dial."""
+    return stored if stored.startswith("+") else f"+1{stored}"
+
+
+def format_fax(stored: str) -> str:
+    """For people: (217) 555-0142 at home, +44 20 7946 0958 abroad."""
+    if len(stored) == 10 and stored.isdigit():
+        return f"({stored[:3]}) {stored[3:6]}-{stored[6:]}"
+    try:
+        return phonenumbers.format_number(phonenumbers.parse(stored, None),
+                                          phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    except phonenumbers.NumberParseException:
+        return stored
