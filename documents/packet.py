@@ -1,7 +1,8 @@
 """What a referral carries: built from the chart at the moment the user sends, never cached.
 
 The encounter note (when chosen), the Transition of Care C-CDA, and — for Direct — the same C-CDA in an IHE
-XDM package, whose metadata is read back from the C-CDA itself so the two can never disagree.
+XDM package, whose metadata is read back from the C-CDA itself so the two can never disagree. eFax and print
+carry the referral packet PDF, laid out from the same chart data (documents/pdf).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from lxml import etree
 
 from documents.ccda import build_ccda, document_title
 from documents.ccda.xml import local_root
-from documents.note_text import note_as_text
+from documents.pdf import build_note_pdf, build_referral_pdf
 from documents.xdm import LOINC, Person, XdmDocument, build_xdm
 from models import clock
 from models.documents import Attachment
@@ -26,24 +27,35 @@ TYPE_CODES = {"transferring": ("57133-1", LOINC, "Referral note"),
 
 
 def build_attachments(draft: ReferralDraft) -> list[Attachment]:
-    """The files to send for `draft`: the encounter note (when chosen), the C-CDA, and for Direct its XDM."""
+    """The files to send for `draft`.
+
+    Direct: the encounter note as PDF (when chosen), the C-CDA and its XDM package. eFax: one PDF packet with
+    a cover sheet (a fax machine cannot read a C-CDA). Download/Print: the packet PDF, plus the C-CDA and the
+    XDM package when asked for (`draft.extra["ccda"]`, `["xdm"]`)."""
     patient = Patient.get_by_id(draft.patient_id)
-    attachments = []
-    if draft.include_note and draft.note_id is not None:
-        note = Note.get_by_id(draft.note_id)
-        stamp = note.written_at.strftime("%Y%m%d")
-        attachments.append(Attachment(
-            filename=f"encounter-note-{patient.mrn}-{stamp}.txt",
-            media_type="text/plain; charset=utf-8",
-            content=note_as_text(note).encode("utf-8"),
-            kind="note",
-            title=f"Encounter note {note.written_at:%m/%d/%Y}",
-        ))
     prefix = f"{'referral' if draft.direction == 'transferring' else 'summary'}-{patient.mrn}-{clock.now():%Y%m%d}"
+    if draft.channel in ("efax", "print"):
+        attachments = [Attachment(
+            filename=f"{prefix}.pdf", media_type="application/pdf", kind="pdf",
+            content=build_referral_pdf(draft, cover_sheet=draft.channel == "efax"),
+            title=f"{document_title(draft)} (PDF{' for fax' if draft.channel == 'efax' else ''})")]
+        extra = draft.extra or {}
+        if draft.channel == "efax" or not (extra.get("ccda") or extra.get("xdm")):
+            return attachments
+    else:
+        attachments = []
+        if draft.include_note and draft.note_id is not None:
+            note = Note.get_by_id(draft.note_id)
+            attachments.append(Attachment(
+                filename=f"encounter-note-{patient.mrn}-{note.written_at:%Y%m%d}.pdf",
+                media_type="application/pdf", content=build_note_pdf(draft), kind="note",
+                title=f"Encounter note {note.written_at:%m/%d/%Y}",
+            ))
     ccda = build_ccda(draft)
-    attachments.append(Attachment(filename=f"{prefix}.xml", media_type="application/xml", content=ccda,
-                                  kind="ccda", title=document_title(draft)))
-    if draft.channel == "direct":
+    if draft.channel == "direct" or (draft.extra or {}).get("ccda"):
+        attachments.append(Attachment(filename=f"{prefix}.xml", media_type="application/xml", content=ccda,
+                                      kind="ccda", title=document_title(draft)))
+    if draft.channel == "direct" or (draft.extra or {}).get("xdm"):
         attachments.append(Attachment(filename=f"{prefix}-xdm.zip", media_type="application/zip",
                                       content=build_xdm(xdm_document(ccda, draft, patient)), kind="xdm",
                                       title=f"{document_title(draft)} (XDM package)"))

@@ -74,3 +74,13 @@ def get_document(document_id: int) -> Document:
     if document is None:
         raise DocumentError(f"no document with id {document_id}")
     return document
+
+
+def referral_files(referral_id: int, kinds: tuple[str, ...] | None = None) -> list[Document]:
+    """What a referral carried, as filed in the patient's chart (the bytes a transport sends), oldest first;
+    the message text kept beside them is not one of them."""
+    query = Document.select().where(Document.referral == referral_id, Document.owner == "patient",
+                                    Document.kind != "message")
+    if kinds is not None:
+        query = query.where(Document.kind.in_(kinds))
+    return list(query.order_by(Document.id))

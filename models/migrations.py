@@ -104,11 +104,23 @@ def _m004_inbound_and_notification_jobs(db: pw.Database) -> None:
         migrate(migrator.drop_not_null("outbox_job", "referral_id"))
 
 
+def _m005_outbox_external_id(db: pw.Database) -> None:
+    """The provider's id for a job handed over and awaiting its outcome (a fax id, a gateway Message-ID), so a
+    status report can find its job."""
+    open_q, close_q = db.quote[0], db.quote[1]
+    if "external_id" not in {column.name for column in db.get_columns("outbox_job")}:
+        db.execute_sql(f"ALTER TABLE {open_q}outbox_job{close_q} ADD COLUMN {open_q}external_id{close_q} "
+                       "VARCHAR(255) NOT NULL DEFAULT ''")
+    db.execute_sql(f"CREATE INDEX IF NOT EXISTS {open_q}outbox_job_external_id{close_q} "
+                   f"ON {open_q}outbox_job{close_q} ({open_q}external_id{close_q})")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "patient search indexes", _m002_search_indexes),
     (3, "patient sex, gender identity and sexual orientation", _m003_patient_sogi),
     (4, "inbound messages, their documents, and MDN jobs", _m004_inbound_and_notification_jobs),
+    (5, "outbox job provider ids", _m005_outbox_external_id),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

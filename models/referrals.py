@@ -88,7 +88,8 @@ class Document(BaseModel):
 class OutboxJob(BaseModel):
     """Work for a transport worker. Claimed atomically with a lease, so a crashed worker's job comes back.
     `kind` referral: send the referral; mdn: send `payload` (an MDN composed when it was due) to `recipient`
-    about `inbound`."""
+    about `inbound`. A fax job keeps its destination in `recipient` (one fax in flight per number) and its
+    options and send count as JSON in `payload`; a print job its options there."""
 
     kind = pw.CharField(default="referral")
     referral = pw.ForeignKeyField(Referral, null=True, backref="jobs", on_delete="CASCADE")
@@ -96,11 +97,13 @@ class OutboxJob(BaseModel):
     recipient = pw.CharField(default="")
     payload = pw.BlobField(null=True)
     channel = pw.CharField()
-    state = pw.CharField(default="pending", index=True)  # pending | claimed | done | failed
+    # pending | claimed | waiting (handed to a provider that reports later: polled when due) | done | failed
+    state = pw.CharField(default="pending", index=True)
     attempts = pw.IntegerField(default=0)
     due_at = pw.DateTimeField(index=True)
     lease_until = pw.DateTimeField(null=True)
     claimed_by = pw.CharField(default="")
+    external_id = pw.CharField(default="", index=True)  # the provider's id for what was handed over (a fax id)
     last_error = pw.TextField(default="")
     created_at = pw.DateTimeField()
 

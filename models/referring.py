@@ -78,17 +78,21 @@ def default_subject(patient: Patient, direction: str) -> str:
     return f"{what}: {patient.last_name}, {patient.first_name} (DOB {patient.birth_date:%m/%d/%Y})"
 
 
-def default_message(patient: Patient, direction: str, reason: str) -> str:
+def default_message(patient: Patient, direction: str, reason: str, channel: str = "direct") -> str:
+    """The message a user starts from. A fax carries it on the cover sheet, so it speaks of the pages that
+    follow and asks for the report by fax; Direct speaks of the attached document and asks for a reply."""
     practice = Practice.select().first()
     sender = practice.name if practice else "our practice"
+    what = "the enclosed referral" if channel == "efax" else "the attached Transition of Care document"
     if direction == "transferring":
-        body = (f"Please see the attached Transition of Care document for {patient.first_name} "
-                f"{patient.last_name}, referred to you by {sender}.")
+        body = f"Please see {what} for {patient.first_name} {patient.last_name}, referred to you by {sender}."
         if reason.strip():
             body += f"\n\nReason for referral: {reason.strip()}"
+        if channel == "efax" and practice is not None and practice.fax:
+            return body + f"\n\nPlease fax your consultation report back to {practice.fax}."
         return body + "\n\nPlease send your consultation report back to this address."
-    return (f"Please find attached our report on {patient.first_name} {patient.last_name}, whom you referred "
-            f"to {sender}.")
+    return (f"Please find {'enclosed' if channel == 'efax' else 'attached'} our report on {patient.first_name} "
+            f"{patient.last_name}, whom you referred to {sender}.")
 
 
 def check_recipient(channel: str, recipient: str) -> str:
@@ -163,10 +167,20 @@ def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Refe
                 file_document(attachment, owner=owner, patient=patient, referral=referral)
         ReferralEvent.create(referral=referral, at=now, kind="queued",
                              detail=f"{len(attachments)} attachment(s), waiting for the {draft.channel} worker")
-        OutboxJob.create(referral=referral, channel=draft.channel, due_at=now, created_at=now)
+        OutboxJob.create(referral=referral, channel=draft.channel, due_at=now, created_at=now,
+                         recipient=recipient if draft.channel == "efax" else "",
+                         payload=_job_options(draft))
         AuditEvent.create(at=now, username=draft.username, action="referral.create", object_type="referral",
                           object_id=str(referral.id), detail=f"channel={draft.channel}")
     return referral
+
+
+def _job_options(draft: ReferralDraft) -> bytes | None:
+    """What the worker needs beyond the referral itself: for print, the CUPS queue (if any)."""
+    if draft.channel != "print":
+        return None
+    printer = str((draft.extra or {}).get("printer") or "").strip()
+    return json.dumps({"printer": printer}).encode() if printer else None
 
 
 def _message_copy(referral: Referral, now) -> Attachment:
@@ -195,17 +209,48 @@ CHANNEL_NAMES = {"direct": "Direct", "efax": "eFax", "print": "print"}
 
 
 def referral_outcome(referral_id: int) -> tuple[str, str]:
-    """What to tell the user about a referral just made, and its kind: sent, queued or failed."""
+    """What to tell the user about a referral just made, and its kind: sent, queued or failed. Queued is never
+    called sent: a fax handed to its provider is "Faxing" until the provider confirms it."""
+    from models.addresses import format_fax
+
     referral = Referral.get_by_id(referral_id)
+    to = format_fax(referral.recipient) if referral.channel == "efax" else referral.recipient
+    if referral.channel == "print":
+        if referral.status in ("delivered", "report-received"):
+            return f"Saved — referral #{referral.id}: {_last_detail(referral, 'delivered')}", "sent"
+        if referral.status == "failed":
+            return f"Not saved — referral #{referral.id}: {referral.status_reason}", "failed"
+    if referral.channel == "efax":
+        if referral.status in ("delivered", "report-received"):
+            return (f"Successfully Sent — fax to {to} delivered "
+                    f"({_last_detail(referral, 'delivered').removeprefix('fax delivered by ')}).", "sent")
+        if referral.status == "sent":
+            return f"Faxing — referral #{referral.id} to {to}: waiting for the fax service to confirm it…", "queued"
     documents = referral.documents.where(Document.owner == "patient", Document.kind != "message").count()
     if referral.status in ("sent", "delivered", "report-received"):
-        return f"Successfully Sent — referral #{referral.id} to {referral.recipient}.", "sent"
+        return f"Successfully Sent — referral #{referral.id} to {to}.", "sent"
     if referral.status == "failed":
         return f"Not sent — referral #{referral.id}: {referral.status_reason}", "failed"
     if referral.status == "sending":
-        return f"Sending — referral #{referral.id} to {referral.recipient}…", "queued"
+        return f"Sending — referral #{referral.id} to {to}…", "queued"
     if referral.status == "queued" and referral.status_reason:  # a try failed and another is due
         return (f"Queued — referral #{referral.id} is stored and will be retried: {referral.status_reason}",
                 "queued")
     return (f"Queued — referral #{referral.id} and {documents} document(s) are stored; it is sent when the "
             f"{CHANNEL_NAMES[referral.channel]} outbox worker runs.", "queued")
+
+
+def _last_detail(referral: Referral, kind: str) -> str:
+    event = (ReferralEvent.select(ReferralEvent.detail).where(ReferralEvent.referral == referral.id,
+                                                              ReferralEvent.kind == kind)
+             .order_by(ReferralEvent.id.desc()).first())
+    return event.detail if event else kind
+
+
+def faxed_before(number: str) -> bool:
+    """Has a fax to this number (stored form) ever gone through? If not, the user confirms the number before
+    the first one: a mistyped digit sends a patient's record to a stranger's machine."""
+    return (Referral.select(Referral.id)
+            .where(Referral.channel == "efax", Referral.recipient == number,
+                   Referral.status.in_(("delivered", "report-received")))
+            .exists())

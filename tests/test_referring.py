@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 
 import pytest
+from pypdf import PdfReader
 
 from documents.packet import build_attachments
 from models.address_book import contact_by_address, suggest_contacts
-from models.addresses import AddressError, check_direct_address, check_fax_number
+from models.addresses import AddressError, check_direct_address, check_fax_number, fax_e164, format_fax
 from models.contacts import Contact
 from models.documents import Attachment, DocumentError
 from models.patients import Note
@@ -109,10 +112,23 @@ def test_outcome_never_says_sent_for_a_queued_referral(note):
 def test_attachments_follow_the_encounter_note_choice(note):
     assert [a.kind for a in build_attachments(draft(note))] == ["note", "ccda", "xdm"]
     assert [a.kind for a in build_attachments(draft(note, include_note=False))] == ["ccda", "xdm"]
-    assert [a.kind for a in build_attachments(draft(note, channel="efax", recipient="2175550142"))] == [
-        "note", "ccda"]
-    text = build_attachments(draft(note))[0].content.decode()
-    assert f"MRN {note.patient.mrn}" in text and "ASSESSMENT" in text
+    note_pdf = build_attachments(draft(note))[0]
+    assert note_pdf.media_type == "application/pdf" and note_pdf.filename.endswith(".pdf")
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(note_pdf.content)).pages)
+    assert f"MRN {note.patient.mrn}" in text and "Assessment" in text and "Page 1 of" in text
+
+
+def test_fax_and_print_carry_the_packet_pdf_and_print_adds_the_ccda_and_xdm_on_request(note):
+    fax = build_attachments(draft(note, channel="efax", recipient="2175550142"))
+    assert [(a.kind, a.media_type) for a in fax] == [("pdf", "application/pdf")]
+    assert "CONFIDENTIALITY NOTICE" in PdfReader(io.BytesIO(fax[0].content)).pages[0].extract_text()
+    printed = build_attachments(draft(note, channel="print", recipient="/tmp"))
+    assert [a.kind for a in printed] == ["pdf"]
+    assert "CONFIDENTIALITY NOTICE" not in PdfReader(io.BytesIO(printed[0].content)).pages[0].extract_text()
+    both = build_attachments(draft(note, channel="print", recipient="/tmp", extra={"ccda": True, "xdm": True}))
+    assert [a.kind for a in both] == ["pdf", "ccda", "xdm"]
+    assert [a.kind for a in build_attachments(draft(note, channel="print", recipient="/tmp",
+                                                    extra={"xdm": True}))] == ["pdf", "xdm"]
 
 
 @pytest.mark.parametrize("text, reason", [
@@ -121,7 +137,7 @@ def test_attachments_follow_the_encounter_note_choice(note):
     ("josé@b.example", "ASCII"), ("a" * 65 + "@b.example", "before the @"),
 ])
 def test_malformed_direct_addresses_say_what_is_wrong(text, reason):
-    with pytest.raises(AddressError, match=reason):
+    with pytest.raises(AddressError, match=re.escape(reason)):
         check_direct_address(text)
 
 
@@ -131,15 +147,25 @@ def test_direct_address_forms_accepted():
 
 @pytest.mark.parametrize("text, result", [
     ("(217) 555-0142", "2175550142"), ("1-217-555-0142", "2175550142"), ("217.555.0142", "2175550142"),
+    ("+1 217 555 0142", "2175550142"), ("+44 20 7946 0958", "+442079460958"), ("+33 1 23 45 67 89", "+33123456789"),
 ])
 def test_fax_numbers(text, result):
     assert check_fax_number(text) == result
 
 
-@pytest.mark.parametrize("text", ["555-0142", "017-555-0142", "217-155-0142", "217-555-014x"])
-def test_bad_fax_numbers(text):
-    with pytest.raises(AddressError):
+@pytest.mark.parametrize("text, reason", [
+    ("555-0142", "needs 10 digits"), ("017-555-0142", "no such area code"), ("217-155-0142", "no such area code"),
+    ("217-555-014x", "only digits"), ("(555) 123-0001", "no such area code"), ("", "empty"),
+    ("+44 20 7946", "not a valid number for country code +44"), ("+999 1234 5678", "not a phone number"),
+])
+def test_bad_fax_numbers(text, reason):
+    with pytest.raises(AddressError, match=re.escape(reason)):
         check_fax_number(text)
+
+
+def test_fax_numbers_for_people_and_for_providers():
+    assert format_fax("2175550142") == "(217) 555-0142" and fax_e164("2175550142") == "+12175550142"
+    assert format_fax("+442079460958") == "+44 20 7946 0958" and fax_e164("+442079460958") == "+442079460958"
 
 
 def test_suggestions_match_any_part_of_the_name_and_the_address(seeded):
@@ -178,6 +204,7 @@ def test_fax_and_folder_verdicts(tmp_path):
     assert verify_print_folder(str(tmp_path / "new")).reason == "folder will be created"
     (tmp_path / "file").write_text("x")
     assert "is a file" in verify_print_folder(str(tmp_path / "file")).reason
-    assert "does not exist" in verify_print_folder(str(tmp_path / "a" / "b")).reason
+    assert verify_print_folder(str(tmp_path / "a" / "b")).reason == "folder will be created"
+    assert verify_print_folder(str(tmp_path / "file" / "b")).reason == f"{tmp_path / 'file'} is a file, not a folder"
     assert verify_print_folder("printer:Front_Desk-2").recipient == "printer:Front_Desk-2"
     assert verify_print_folder("printer:bad queue;rm").state == "invalid"

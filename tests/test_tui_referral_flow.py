@@ -6,95 +6,23 @@ was stored. The database is a real seeded SQLite file; the clock is frozen (conf
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from pypdf import PdfReader
 from textual.widgets import Input, OptionList, SelectionList, Static
 
-from models.charts import list_notes
 from models.contacts import Contact
-from models.patients import Note
 from models.referrals import Document, OutboxJob, Referral, ReferralEvent
 from tui.app import ReferdeskApp
+from tui.dialogs.confirm import ConfirmDialog
 from tui.dialogs.send_referral import SendReferralDialog
 from tui.screens.chart import ChartScreen
 from tui.screens.compose import ComposeScreen
+from referral_nav import (SIZES, contact, open_chart, open_note, run, settle, signed_note, size_ids, to_compose,
+                          to_dialog, type_text, unsigned_note)
 from tui.screens.note_view import NoteViewScreen
-
-SIZES = [(80, 24), (120, 40)]
-size_ids = lambda s: f"{s[0]}x{s[1]}"  # noqa: E731
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def signed_note() -> Note:
-    return (Note.select().where(Note.signed_at.is_null(False)).order_by(Note.patient, Note.written_at.desc())
-            .first())
-
-
-def unsigned_note() -> Note:
-    return Note.select().where(Note.signed_at.is_null()).order_by(Note.id).first()
-
-
-def contact(state: str, reason_part: str = "") -> Contact:
-    query = Contact.select().where(Contact.verification == state, Contact.direct_address != "")
-    if reason_part:
-        query = query.where(Contact.verification_reason.contains(reason_part))
-    return query.order_by(Contact.id).first()
-
-
-async def type_text(pilot, text: str, *, by_keys: bool) -> None:
-    """Type into the focused input: key by key in flow tests, at once where only the result is pictured
-    (Pilot spends ~60 ms a key)."""
-    if by_keys:
-        await pilot.press(*text)
-    else:
-        pilot.app.focused.insert_text_at_cursor(text)
-        await pilot.pause()
-
-
-async def open_chart(pilot, mrn: str, *, by_keys: bool = True) -> None:
-    await pilot.pause()
-    await type_text(pilot, mrn, by_keys=by_keys)
-    await settle(pilot)
-    await pilot.press("enter", "enter")  # into the results, then open
-    await pilot.pause()
-
-
-async def open_note(pilot, note: Note, *, by_keys: bool = True) -> None:
-    await open_chart(pilot, note.patient.mrn, by_keys=by_keys)
-    await pilot.press("2")  # Notes
-    await pilot.pause()
-    index = [n.id for n in list_notes(note.patient.mrn)].index(note.id)
-    await pilot.press(*["down"] * index, "enter")
-    await pilot.pause()
-
-
-async def to_dialog(pilot, note: Note, channel_key: str = "d", *, by_keys: bool = True) -> None:
-    await open_note(pilot, note, by_keys=by_keys)
-    await pilot.press("t", channel_key)
-    await pilot.pause()
-
-
-async def to_compose(pilot, note: Note, channel_key: str = "d", *, by_keys: bool = True) -> None:
-    await to_dialog(pilot, note, channel_key, by_keys=by_keys)
-    await pilot.press("tab")  # to the reason field
-    await pilot.press("ctrl+a", "ctrl+k")
-    await type_text(pilot, "Cardiology evaluation", by_keys=by_keys)
-    await pilot.press("ctrl+s")
-    await settle(pilot)
-
-
-def run(steps):
-    async def run_before(pilot) -> None:
-        await steps(pilot)
-        await settle(pilot)
-
-    return run_before
-
 
 # --- snapshots ------------------------------------------------------------------------------------------
 
@@ -347,7 +275,8 @@ async def test_full_flow_by_keys_verifies_for_real_and_sends_through_the_hisp(se
         (owner, kind) for owner in ("patient", "practice") for kind in ("note", "ccda", "xdm", "message"))
     filed = {d.kind: d for d in documents if d.owner == "patient"}
     assert all(d.patient_id == note.patient_id for d in filed.values())
-    assert b"CHIEF COMPLAINT" in bytes(filed["note"].content)
+    note_pdf = PdfReader(io.BytesIO(bytes(filed["note"].content)))
+    assert "Chief Complaint" in note_pdf.pages[0].extract_text() and filed["note"].media_type == "application/pdf"
     assert b"<ClinicalDocument" in bytes(filed["ccda"].content) and b"57133-1" in bytes(filed["ccda"].content)
     # The two unticked items left the document: no immunization or goal entries went out.
     from lxml import etree
@@ -449,6 +378,16 @@ async def test_efax_needs_a_valid_number_and_a_cover_sheet_name(seeded, direct_r
         await settle(pilot)
         assert "cover sheet" in str(app.screen.query_one("#outcome", Static).content)
         await pilot.press(*"Dr. Ana Ruiz", "ctrl+s")
+        await settle(pilot)
+        assert isinstance(app.screen, ConfirmDialog)  # nothing faxed to this number before: read it back
+        assert "(217) 555-0142 the fax number of Dr. Ana Ruiz?" in str(app.screen.query_one("#question").content)
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(app.screen, ComposeScreen) and not Referral.select().where(
+            Referral.recipient == "2175550142").exists()
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        await pilot.press("y")
         await settle(pilot)
         assert isinstance(app.screen, NoteViewScreen)
     referral = Referral.select().where(Referral.channel == "efax").order_by(Referral.id.desc()).first()

@@ -188,9 +188,11 @@ def _command(imap: imaplib.IMAP4, *args: str) -> list:
 def poll_once(config: Config, *, opener=None, env: Mapping[str, str] | None = None) -> PollSummary:
     """Fetch every unseen message, feed each to the pipeline, then mark it seen (or delete it). Errors end the
     poll and are returned in `error`; what was stored before stays stored."""
+    from transports.efax.reports import FaxReports
     from transports.inbound import receive_message
 
     summary = PollSummary()
+    fax_reports = FaxReports.from_config(config)
     try:
         settings = ImapSettings.from_config(config, env)
         if opener is None:
@@ -209,7 +211,7 @@ def poll_once(config: Config, *, opener=None, env: Mapping[str, str] | None = No
             if raw is None:
                 continue  # gone since the search (another client expunged it)
             summary.fetched += 1
-            outcome = receive_message(raw, opener=opener, channel="imap")
+            outcome = receive_message(raw, opener=opener, channel="imap", fax_reports=fax_reports)
             if outcome.outcome == "accepted":
                 summary.accepted += 1
             elif outcome.outcome == "duplicate":

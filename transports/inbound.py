@@ -76,6 +76,7 @@ class _Receipt:
     target: acknowledge.MdnTarget | None = None  # set once the message is accepted for trust
 
     inner_headers: Message | None = None  # the inner message's header block (read even when its body is not)
+    fax_reports: object = None
 
     def practice_address(self) -> str:
         configured = str(getattr(self.opener, "address", "") or "")
@@ -120,10 +121,11 @@ def _duplicate(message_id: str, earlier: InboundMessage) -> ReceiveOutcome:
 
 # --- the entry point -----------------------------------------------------------------------------------------
 
-def receive_message(raw: bytes, *, opener=None, channel: str = "file") -> ReceiveOutcome:
+def receive_message(raw: bytes, *, opener=None, channel: str = "file", fax_reports=None) -> ReceiveOutcome:
     """Process one RFC 5322 message. `opener(raw, outer headers) -> OpenResult` decrypts and trust-checks an
     S/MIME message (transports.direct.receiving builds one from the practice's identity); `channel` is how it
-    came: file (the command line), smtp (our listener) or imap (the HISP's mailbox)."""
+    came: file (the command line), smtp (our listener) or imap (the HISP's mailbox). `fax_reports`
+    (transports.efax.reports.FaxReports) takes the email-to-fax gateway's reports about our faxes."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown inbound channel {channel!r}")
     try:
@@ -136,7 +138,7 @@ def receive_message(raw: bytes, *, opener=None, channel: str = "file") -> Receiv
         if earlier is not None:
             return _duplicate(found_id, earlier)
     receipt = _Receipt(_store(raw if len(raw) <= MAX_BYTES else b"", outer, found_id, channel), raw, outer,
-                       found_id, opener)
+                       found_id, opener, fax_reports=fax_reports)
     try:
         return _process(receipt)
     except Exception as exc:  # noqa: BLE001 - whatever a message does, it ends as a stored failure
@@ -178,6 +180,8 @@ def _process(receipt: _Receipt) -> ReceiveOutcome:
         message = parse(raw)
     except MimeError as exc:
         return _settle(receipt, ReceiveOutcome("rejected", str(exc), found_id))
+    if receipt.fax_reports is not None and receipt.fax_reports.from_gateway(message):
+        return _fax_report(receipt)
     if _is_notification(message):
         return _notification(receipt, message)
     return _settle(receipt, ReceiveOutcome(
@@ -226,6 +230,23 @@ def _notification(receipt: _Receipt, message: Message) -> ReceiveOutcome:
               "late": f"{notification.kind} notification arrived after the referral settled; recorded",
               "duplicate": f"{notification.kind} notification already recorded"}[result.effect]
     return _settle(receipt, ReceiveOutcome("accepted", reason, found_id, result.referral_id), kind="notification")
+
+
+def _fax_report(receipt: _Receipt) -> ReceiveOutcome:
+    applied = receipt.fax_reports.apply(receipt.raw)
+    if applied is None:
+        return _settle(receipt, ReceiveOutcome("rejected", "mail from the fax gateway that is not a fax report",
+                                               receipt.message_id), kind="fax-report")
+    effect, referral_id = applied
+    if effect == "unmatched":
+        return _settle(receipt, ReceiveOutcome("rejected", "a fax report about no fax that is waiting for one (a "
+                                                           "second copy, or an attempt since redialled)",
+                                               receipt.message_id), kind="fax-report")
+    reason = {"delivered": "fax delivered: the referral is delivered",
+              "retry": "fax not delivered yet: it will be sent again",
+              "failed": "fax failed: the referral is marked failed",
+              "waiting": "fax report recorded; still waiting for the outcome"}[effect]
+    return _settle(receipt, ReceiveOutcome("accepted", reason, receipt.message_id, referral_id), kind="fax-report")
 
 
 # --- clinical messages ----------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import weakref
 from typing import Any
 
 from models.config import Config
+from transports.efax.reports import FaxReports
 
 DEFAULT_MAX_MB = 50
 
@@ -138,6 +139,7 @@ class InboundListener:
         self.max_bytes = max_message_bytes(config)
         self.tls = server_tls_context(config)
         self.config, self.opener = config, opener
+        self.fax_reports = FaxReports.from_config(config)
         self.received, self.last_error = 0, ""
         self._server: asyncio.AbstractServer | None = None
         self._sessions: weakref.WeakSet = weakref.WeakSet()
@@ -150,7 +152,7 @@ class InboundListener:
         """The pipeline, on a worker thread: it stores the raw message before anything else."""
         from transports.inbound import receive_message
 
-        return receive_message(raw, opener=self.opener, channel="smtp")
+        return receive_message(raw, opener=self.opener, channel="smtp", fax_reports=self.fax_reports)
 
     async def start(self) -> None:
         try:

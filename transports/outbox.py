@@ -19,7 +19,7 @@ from typing import Mapping
 
 from models.config import Config
 from models.delivery import fail_unconfirmed
-from models.outbox import ClaimedJob, LeaseLost, claim_due_jobs, job_failed, job_retry, job_sent
+from models.outbox import ClaimedJob, LeaseLost, claim_due_jobs, job_failed, job_retry, job_sent, pending_count
 from transports.direct.smtp_send import retry_delay
 
 MAX_ATTEMPTS = 40  # with delays capped at 24 h: several days of a HISP being down before giving up
@@ -45,9 +45,9 @@ def worker_name() -> str:
 
 
 class OutboxWorker:
-    """Sends Direct referrals (eFax and print channels join when their transports exist)."""
+    """Sends referrals by Direct, eFax and print, and follows faxes until their provider settles them."""
 
-    channels = ("direct",)
+    channels = ("direct", "efax", "print")
     # Messages in flight at once: sealing one (CPU, in a thread) overlaps another's TLS and SMTP round trips.
     concurrency = 6
 
@@ -58,6 +58,7 @@ class OutboxWorker:
         self.name = name or worker_name()
         self.rng = rng or random.Random()
         self._direct = None
+        self._fax_setup = None
         self.last_error = ""  # why the last round broke off, for whoever shows the worker's state
 
     @property
@@ -72,21 +73,82 @@ class OutboxWorker:
             self._direct = DirectContext.from_config(self.config, self.env)
         return self._direct
 
-    async def run_once(self) -> RunSummary:
-        from transports.direct.sender import DirectNotReady
+    def _fax(self):
+        """The fax provider and policy, made once per worker; FaxNotReady when eFax is not set up."""
+        from transports.efax.fax_job import FaxPolicy
+        from transports.efax.providers import FaxNotReady, provider_from_config
 
+        if self._fax_setup is None:
+            provider = provider_from_config(self.config, self.env)
+            try:
+                policy = FaxPolicy.from_config(self.config.section("efax"))
+            except ValueError as exc:
+                raise FaxNotReady(str(exc)) from exc
+            self._fax_setup = (provider, policy)
+        return self._fax_setup
+
+    async def _ready_channels(self, summary: RunSummary) -> dict[str, object]:
+        """Each channel that can send now, with what it sends with; the others' jobs stay queued, and why is
+        said in `summary.not_ready` (for eFax only when a fax is waiting, as most sites never fax)."""
+        from transports.direct.sender import DirectNotReady
+        from transports.efax.providers import FaxNotReady
+
+        ready: dict[str, object] = {"print": None}
+        reasons = []
+        try:
+            ready["direct"] = await asyncio.to_thread(self._direct_context)
+        except DirectNotReady as exc:
+            reasons.append(str(exc))
+        try:
+            ready["efax"] = self._fax()
+        except FaxNotReady as exc:
+            if await asyncio.to_thread(pending_count, ("efax",)):
+                reasons.append(str(exc))
+        summary.not_ready = "; ".join(reasons)
+        return ready
+
+    async def run_once(self) -> RunSummary:
         summary = RunSummary()
         summary.unconfirmed = len(await asyncio.to_thread(fail_unconfirmed, self.mdn_timeout))
-        try:
-            context = await asyncio.to_thread(self._direct_context)
-        except DirectNotReady as exc:
-            summary.not_ready = str(exc)
-            return summary
+        ready = await self._ready_channels(summary)
         while True:
-            jobs = await asyncio.to_thread(claim_due_jobs, self.name, self.channels)
+            jobs = await asyncio.to_thread(claim_due_jobs, self.name, tuple(ready))
             if not jobs:
                 return summary
-            await self._send_batch(jobs, context, summary)
+            direct = [job for job in jobs if job.channel == "direct"]
+            others = [job for job in jobs if job.channel != "direct"]
+            work = [self._deliver(job, ready[job.channel], summary) for job in others]
+            if direct:
+                work.append(self._send_batch(direct, ready["direct"], summary))
+            await asyncio.gather(*work)
+
+    async def _deliver(self, job: ClaimedJob, setup, summary: RunSummary) -> None:
+        """A fax (send, or ask how it went) or a print job; each records its own outcome."""
+        from transports.efax.fax_job import run_fax_job
+        from transports.print_job import run_print_job
+
+        try:
+            if job.channel == "efax":
+                provider, policy = setup
+                effect = await run_fax_job(job, provider, policy)
+            else:
+                effect, _ = await asyncio.to_thread(run_print_job, job)
+        except LeaseLost:
+            return
+        except Exception as exc:  # a bug must not kill the worker or strand the job: retry it, say why
+            effect = "retry"
+            try:
+                await asyncio.to_thread(job_retry, job, f"internal error ({type(exc).__name__}: {exc}); will retry",
+                                        retry_delay(job.attempt, rng=self.rng))
+            except LeaseLost:
+                return
+        if effect in ("sent", "delivered"):
+            summary.sent += 1
+        elif effect == "retry":
+            summary.retried += 1
+        elif effect == "failed":
+            summary.failed += 1
+        summary.details.append(f"referral {job.referral_id} ({job.channel}): {effect}")
 
     async def _send_batch(self, jobs: list[ClaimedJob], context, summary: RunSummary) -> None:
         """Up to `concurrency` messages in flight, each on one of as many SMTP sessions kept open for the batch

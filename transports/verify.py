@@ -82,7 +82,8 @@ def verify_fax_number(text: str) -> Verdict:
     return Verdict(number, VERIFIED, f"fax number {format_fax(number)}", "form")
 
 
-PRINTER_PREFIX = "printer:"
+from transports.print_job import PRINTER_PREFIX  # noqa: E402 - kept beside the print check that uses it
+
 _QUEUE = re.compile(r"[A-Za-z0-9_.\-]{1,127}")
 
 
@@ -98,11 +99,13 @@ def verify_print_folder(text: str) -> Verdict:
                            "local")
         return Verdict(f"{PRINTER_PREFIX}{queue}", VERIFIED, f"printer queue {queue}", "local")
     folder = Path(os.path.expanduser(text.strip())).resolve()
-    probe = folder if folder.exists() else folder.parent
+    probe = folder
+    while not probe.exists() and probe != probe.parent:  # the folders still to make are made 0700 on saving
+        probe = probe.parent
     if folder.exists() and not folder.is_dir():
         return Verdict(str(folder), INVALID, f"{folder} is a file, not a folder", "local")
     if not probe.is_dir():
-        return Verdict(str(folder), INVALID, f"{probe} does not exist", "local")
+        return Verdict(str(folder), INVALID, f"{probe} is a file, not a folder", "local")
     if not os.access(probe, os.W_OK | os.X_OK):
         return Verdict(str(folder), INVALID, f"no permission to write in {probe}", "local")
     return Verdict(str(folder), VERIFIED, "folder is writable" if folder.exists() else "folder will be created",

@@ -60,12 +60,13 @@ class ReferdeskApp(App[None]):
         self.push_screen(PatientSearchScreen())
 
     def start_outbox(self) -> None:
-        """Send queued referrals while the app is open, so a single-user install needs no separate worker
-        (`[worker] in_app = false` when a `referdesk worker` service does it)."""
+        """Send queued referrals (Direct, eFax) while the app is open, so a single-user install needs no
+        separate worker (`[worker] in_app = false` when a `referdesk worker` service does it)."""
         from transports.direct.setup import direct_settings_missing
 
-        if (self.outbox is not None or self.config is None or direct_settings_missing(self.config)
-                or not self.config.section("worker").get("in_app", True)):
+        if self.outbox is not None or self.config is None or not self.config.section("worker").get("in_app", True):
+            return
+        if direct_settings_missing(self.config) and not self.config.section("efax").get("provider"):
             return
         from transports.outbox import BackgroundOutbox, OutboxWorker
 
@@ -158,8 +159,9 @@ class ReferdeskApp(App[None]):
 
         def chosen(draft) -> None:
             if draft is not None:
-                folder = str(self.config.section("print").get("folder", "~/referrals")) if self.config else "~/referrals"
-                self.push_screen(ComposeScreen(draft, default_folder=folder), sent)
+                printing = self.config.section("print") if self.config else {}
+                self.push_screen(ComposeScreen(draft, default_folder=str(printing.get("folder") or "~/referrals"),
+                                               printer=str(printing.get("printer") or "")), sent)
 
         self.push_screen(SendReferralDialog(note, get_patient(note.mrn), channel, direction), chosen)
 

@@ -241,22 +241,54 @@ def cmd_send(args: argparse.Namespace) -> int:
     if not verdict.ok:
         source = " (address book)" if verdict.source == "address-book" else ""
         raise CommandError(f"cannot send to {args.to!r}: {verdict.state}: {verdict.reason}{source}")
+    extra = {}
+    if args.via == "efax":
+        _confirm_first_fax(verdict.recipient, args.confirm_number)
+    if args.via == "print":
+        printer = args.printer if args.printer is not None else str(config.section("print").get("printer") or "")
+        extra = {"printer": printer.strip(), "ccda": args.with_ccda, "xdm": args.with_xdm}
     draft = ReferralDraft(
         patient_id=patient.id, note_id=note_id, channel=args.via, direction=args.direction,
         include_note=not args.no_encounter_note, excluded_sections=tuple(args.exclude), reason=args.reason or "",
         urgency=args.urgency, recipient=verdict.recipient, recipient_name=args.recipient_name or "",
         subject=args.subject or "",
-        message=args.message if args.message is not None else default_message(patient, args.direction,
-                                                                             args.reason or ""),
-        username=args.user or "",
+        message=(args.message if args.message is not None
+                 else default_message(patient, args.direction, args.reason or "", args.via)),
+        username=args.user or "", extra=extra,
     )
     try:
         referral = submit_referral(draft, build_attachments(draft))
     except (ReferralError, DocumentError) as exc:
         raise CommandError(str(exc)) from exc
     print(referral.id)
+    if args.via == "print":  # the user is waiting for the file: save (and print) now, not when a worker runs
+        from transports.print_job import print_now
+
+        done = print_now(referral.id)
+        if done is not None and done[0] == "failed":
+            raise CommandError(f"referral {referral.id}: {done[1]}")
+        _say(f"referral {referral.id}: {done[1] if done else 'queued for the worker'}")
+        return 0
     _say(f"referral {referral.id} queued for {args.via} to {verdict.recipient} ({referral.message_id})")
     return 0
+
+
+def _confirm_first_fax(number: str, typed: str | None) -> None:
+    """The command line's version of the screen's confirmation: the number typed a second time."""
+    from models.addresses import AddressError, check_fax_number, format_fax
+    from models.referring import faxed_before
+
+    if faxed_before(number):
+        return
+    if typed is None:
+        raise CommandError(f"nothing has been faxed to {format_fax(number)} before: check the number and repeat "
+                           f"it with --confirm-number")
+    try:
+        same = check_fax_number(typed) == number
+    except AddressError:
+        same = False
+    if not same:
+        raise CommandError(f"--confirm-number {typed!r} is not the number given with --to ({format_fax(number)})")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -341,7 +373,9 @@ def cmd_receive(args: argparse.Namespace) -> int:
     from transports.direct.receiving import opener_from_config
     from transports.inbound import receive_message
 
-    outcome = receive_message(raw, opener=opener_from_config(config))
+    from transports.efax.reports import FaxReports
+
+    outcome = receive_message(raw, opener=opener_from_config(config), fax_reports=FaxReports.from_config(config))
     if args.json:
         _print_json(outcome.as_json())
     else:
@@ -553,6 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--exclude", nargs="+", default=[], metavar="SECTION", help="Summary of Care sections "
                       "to leave out, e.g. goals immunizations")
     send.add_argument("--user", metavar="USERNAME", help="who is sending (for the audit log)")
+    send.add_argument("--confirm-number", metavar="NUMBER", help="eFax: the first fax to a number needs the "
+                      "number typed again here, as the screen asks for it to be confirmed")
+    send.add_argument("--printer", metavar="QUEUE", help="print: also send the PDF to this CUPS queue "
+                      "(default: [print] printer)")
+    send.add_argument("--with-ccda", action="store_true", help="print: save the C-CDA XML beside the PDF")
+    send.add_argument("--with-xdm", action="store_true", help="print: save the XDM package beside the PDF")
 
     verify = command("verify", cmd_verify, "is this Direct address usable? Certificate discovery (DNS CERT, "
                      "LDAP) and trust: verified, malformed-address, no-certificate, untrusted, expired, "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fpdf import FPDF
-from fpdf.enums import MethodReturnValue, XPos, YPos
+from fpdf.enums import XPos, YPos
 from lxml import etree
 
 from documents.ccda.context import Context, gather
@@ -23,6 +23,7 @@ from documents.ccda.header import document_title
 from documents.ccda.sections import NOTES, WITHHELD, add_sections
 from documents.ccda.xml import V3
 from models.clinical import Payer, Problem
+from models.addresses import AddressError, check_fax_number, format_fax
 from models.contacts import Contact
 from models.referring import ReferralDraft, default_subject
 
@@ -151,9 +152,35 @@ class PacketPDF(FPDF):
 
     def para(self, text: str, size: float = 10, bold: bool = False, gap: float = 2):
         self.set_font(FAMILY, "B" if bold else "", size)
-        self.multi_cell(0, size * 0.48, clean(text), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        for line in self.wrap(clean(text), self.epw):
+            self.cell(0, size * 0.48, line, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.ln(gap)
         self.set_font(FAMILY, "", 10)
+
+    def wrap(self, text: str, width: float) -> list[str]:
+        """Greedy word wrap measured a word at a time (fpdf2's multi_cell re-measures the whole line for every
+        character, which made long notes the slowest part of a packet); words wider than a line are split."""
+        room = width - 2 * self.c_margin
+        space = self.get_string_width(" ")
+        lines: list[str] = []
+        for paragraph in text.split("\n"):
+            line, used = "", 0.0
+            for word in paragraph.split(" "):
+                size = self.get_string_width(word)
+                if line and used + space + size <= room:
+                    line, used = f"{line} {word}", used + space + size
+                    continue
+                if line:
+                    lines.append(line)
+                while size > room and len(word) > 1:
+                    cut = next(n for n in range(len(word) - 1, 0, -1)
+                               if self.get_string_width(word[:n]) <= room or n == 1)
+                    lines.append(word[:cut])
+                    word = word[cut:]
+                    size = self.get_string_width(word)
+                line, used = word, size
+            lines.append(line)
+        return lines
 
     def fields(self, rows: list[tuple[str, str]], label_width: float = 42, size: float = 10):
         """Label: value lines, values wrapping under themselves; empty values are left out."""
@@ -210,7 +237,7 @@ class PacketPDF(FPDF):
     def _lines(self, text: str, width: float) -> list[str]:
         if "\n" not in text and self.get_string_width(text) <= width - 2 * self.c_margin:
             return [text]
-        return self.multi_cell(width, CELL_LINE, text, dry_run=True, output=MethodReturnValue.LINES)
+        return self.wrap(text, width)
 
     def _row(self, cells: list[str], widths: list[float], heading: bool = False, headings=None):
         self.set_font(FAMILY, "B" if heading else "", 8)
@@ -264,7 +291,10 @@ def _recipient(ctx: Context) -> dict[str, str]:
         "direct": (contact.direct_address if contact else "") or "",
     }
     if draft.channel == "efax" and draft.recipient.strip():
-        info["fax"] = draft.recipient.strip()
+        try:
+            info["fax"] = format_fax(check_fax_number(draft.recipient))
+        except AddressError:
+            info["fax"] = draft.recipient.strip()
     if draft.channel == "direct" and draft.recipient.strip():
         info["direct"] = draft.recipient.strip()
     return info
@@ -431,17 +461,32 @@ def _note(pdf: PacketPDF, ctx: Context):
         pdf.para(body or "", gap=3)
 
 
-def build_referral_pdf(draft: ReferralDraft, *, cover_sheet: bool = False) -> bytes:
-    """The referral packet for `draft` as PDF bytes: cover sheet (optional), letter, summary, note (if chosen)."""
-    ctx = gather(draft, None)
+def _document(ctx: Context, title: str, subject: str) -> PacketPDF:
     patient = ctx.patient
-    subject = clean(draft.subject.strip() or default_subject(patient, draft.direction))
     patient_line = clean(f"{_full_name(patient)}   DOB {_date(patient.birth_date)}   MRN {patient.mrn}")
-    pdf = PacketPDF(patient_line, clean(f"{document_title(draft.direction)} · {ctx.practice.name}"))
+    pdf = PacketPDF(patient_line, clean(f"{title} · {ctx.practice.name}"))
     pdf.set_title(subject)
     pdf.set_author(clean(ctx.practice.name))
     pdf.set_creator("referdesk")
     pdf.set_creation_date(ctx.now.replace(tzinfo=dt.timezone.utc) if ctx.now.tzinfo is None else ctx.now)
+    return pdf
+
+
+def build_note_pdf(draft: ReferralDraft) -> bytes:
+    """The signed encounter note alone, as the PDF a Direct referral attaches beside its C-CDA."""
+    ctx = gather(draft, None)
+    if ctx.note is None:
+        raise ValueError("this referral has no encounter note")
+    pdf = _document(ctx, "Encounter note", clean(f"Encounter note {_date(ctx.note.written_at)}"))
+    _note(pdf, ctx)
+    return bytes(pdf.output())
+
+
+def build_referral_pdf(draft: ReferralDraft, *, cover_sheet: bool = False) -> bytes:
+    """The referral packet for `draft` as PDF bytes: cover sheet (optional), letter, summary, note (if chosen)."""
+    ctx = gather(draft, None)
+    subject = clean(draft.subject.strip() or default_subject(ctx.patient, draft.direction))
+    pdf = _document(ctx, document_title(draft.direction), subject)
     sender, recipient = _sender(ctx), _recipient(ctx)
     if cover_sheet:
         _cover(pdf, ctx, sender, recipient, subject)

@@ -9,7 +9,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Button, Footer, Header, Input, Label, LoadingIndicator, Static, TextArea
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, LoadingIndicator, Static, TextArea
 
 from models.documents import Attachment
 from models.patients import Patient
@@ -34,9 +34,10 @@ class ComposeScreen(ReferdeskScreen):
         Binding("f6,ctrl+g", "directory", "Find in Directory", id="compose.directory"),
     ]
 
-    def __init__(self, draft: ReferralDraft, default_folder: str = "") -> None:
+    def __init__(self, draft: ReferralDraft, default_folder: str = "", printer: str = "") -> None:
         super().__init__()
         self.draft = draft
+        self.printer = printer.strip()  # [print] printer: offered (ticked) when the channel is print
         self.patient = Patient.get_by_id(draft.patient_id)
         self.default_folder = default_folder
         self.attachments: list[Attachment] | None = None
@@ -59,9 +60,14 @@ class ComposeScreen(ReferdeskScreen):
                     yield Label("Subject:", classes="field-label")
                     yield Input(default_subject(self.patient, self.draft.direction), id="subject", compact=True)
                 yield Label("Message:")
-                yield TextArea(default_message(self.patient, self.draft.direction, self.draft.reason),
+                yield TextArea(default_message(self.patient, self.draft.direction, self.draft.reason, channel),
                                id="message", compact=True, soft_wrap=True, tab_behavior="focus")
-            yield Label("Attachments:")
+            if channel == "print":
+                yield Checkbox("Also save the C-CDA (XML)", id="save-ccda", compact=True)
+                yield Checkbox("Also save the XDM package (zip)", id="save-xdm", compact=True)
+                if self.printer:
+                    yield Checkbox(f"Print on {self.printer}", True, id="print-on", compact=True)
+            yield Label("Attachments:" if channel != "print" else "Files:")
             yield LoadingIndicator(id="building")
             yield Static("", id="attachments")
         yield Static("", id="outcome")
@@ -72,7 +78,29 @@ class ComposeScreen(ReferdeskScreen):
 
     def on_mount(self) -> None:
         self.query_one("#recipient #to").focus()
+        if self.draft.channel == "print":
+            self._print_options()
         self.build_attachments()
+
+    def _print_options(self) -> dict:
+        extra = {"ccda": self.query_one("#save-ccda", Checkbox).value,
+                 "xdm": self.query_one("#save-xdm", Checkbox).value,
+                 "printer": self.printer if self.printer and self.query_one("#print-on", Checkbox).value else ""}
+        self.draft = dataclasses.replace(self.draft, extra=extra)
+        return extra
+
+    @on(Checkbox.Changed, "#save-ccda, #save-xdm")
+    def files_chosen(self) -> None:
+        """Other files to save: built again, so the list shows exactly what will be written."""
+        self._print_options()
+        self.attachments = None
+        self.query_one("#building").display = True
+        self._update_send()
+        self.build_attachments()
+
+    @on(Checkbox.Changed, "#print-on")
+    def printer_chosen(self) -> None:
+        self._print_options()
 
     # --- attachments ----------------------------------------------------------------------------------
 
@@ -140,6 +168,35 @@ class ComposeScreen(ReferdeskScreen):
             self._outcome("Give the recipient's name for the fax cover sheet.", "-bad")
             self.query_one("#attn").focus()
             return
+        if self.draft.channel == "efax":
+            self._confirm_number(field.verdict.recipient)
+            return
+        self._send_now()
+
+    def _confirm_number(self, number: str) -> None:
+        """Before the first fax to a number, the user reads it back: a wrong digit sends the packet to a stranger."""
+        from models.addresses import format_fax
+        from models.referring import faxed_before
+        from tui.dialogs.confirm import ConfirmDialog
+
+        if faxed_before(number):
+            self._send_now()
+            return
+        name = self.query_one("#attn", Input).value.strip()
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._send_now()
+            else:
+                self.query_one("#recipient #to").focus()
+
+        self.app.push_screen(ConfirmDialog(
+            f"Nothing has been faxed to {format_fax(number)} before.\n\nCheck it against the recipient's "
+            f"letterhead: is {format_fax(number)} the fax number of {name}?", yes="Fax it", no="Check again"),
+            answered)
+
+    def _send_now(self) -> None:
+        field = self.query_one("#recipient", RecipientField)
         draft = dataclasses.replace(
             self.draft,
             recipient=field.verdict.recipient,
@@ -164,6 +221,10 @@ class ComposeScreen(ReferdeskScreen):
         try:
             with database.connection_context():
                 referral = submit_referral(draft, attachments)
+                if draft.channel == "print":  # saved (and printed) now: the user is waiting for the file
+                    from transports.print_job import print_now
+
+                    print_now(referral.id)
         except (ReferralError, DocumentError) as exc:
             self.app.call_from_thread(self._failed, str(exc))
             return
