@@ -12,6 +12,7 @@ import uuid
 from lxml import etree
 
 from documents.ccda import build_ccda, document_title
+from documents.ccda.header import document_code
 from documents.ccda.xml import local_root
 from documents.pdf import build_note_pdf, build_referral_pdf
 from documents.xdm import LOINC, Person, XdmDocument, build_xdm
@@ -22,8 +23,6 @@ from models.practice import Practice
 from models.referring import ReferralDraft
 
 V3 = "{urn:hl7-org:v3}"
-TYPE_CODES = {"transferring": ("57133-1", LOINC, "Referral note"),
-              "receiving": ("34133-9", LOINC, "Summarization of episode note")}
 
 
 def build_attachments(draft: ReferralDraft) -> list[Attachment]:
@@ -80,6 +79,8 @@ def xdm_document(ccda: bytes, draft: ReferralDraft, patient: Patient) -> XdmDocu
     practice_root = local_root(practice.npi)
     note = Note.get_or_none(Note.id == draft.note_id) if draft.note_id is not None else None
     author = note.author if note is not None else None
+    loinc, display = document_code(draft)
+    kind = (loinc, LOINC, display)
     return XdmDocument(
         content=ccda,
         unique_id=unique_id,
@@ -96,8 +97,8 @@ def xdm_document(ccda: bytes, draft: ReferralDraft, patient: Patient) -> XdmDocu
         author=Person(author.last_name, author.first_name, author.npi) if author else None,
         institution=practice.name,
         institution_npi=practice.npi,
-        type_code=TYPE_CODES[draft.direction],
-        class_code=TYPE_CODES[draft.direction],
+        type_code=kind,
+        class_code=kind,
         intended_recipient=draft.recipient if draft.channel == "direct" else "",
         title=document_title(draft),
     )

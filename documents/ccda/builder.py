@@ -1,7 +1,8 @@
 """build_ccda: the Transition of Care document for a referral, as UTF-8 XML bytes.
 
-"transferring" gives a C-CDA R2.1 Referral Note, "receiving" a Continuity of Care Document. Built with lxml
-so every value is escaped by the serializer, never by hand."""
+"transferring" gives a C-CDA R2.1 Referral Note, "receiving" a Continuity of Care Document, and "receiving" with
+`extra["document"] == "consultation"` the consultant's report back, a Consultation Note. Built with lxml so every
+value is escaped by the serializer, never by hand."""
 
 from __future__ import annotations
 
@@ -25,5 +26,5 @@ def build_ccda(draft: ReferralDraft, *, document_id: str | None = None) -> bytes
 
 
 def document_title(draft: ReferralDraft) -> str:
-    """The attachment's title: "Referral Note" or "Continuity of Care Document"."""
-    return header.document_title(draft.direction)
+    """The attachment's title: "Referral Note", "Continuity of Care Document" or "Consultation Note"."""
+    return header.document_title(draft)

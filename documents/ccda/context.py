@@ -18,6 +18,18 @@ from documents.ccda.entries import Env
 from documents.ccda.xml import local_root
 
 
+def document_kind(draft: ReferralDraft | str) -> str:
+    """Which document `draft` gets: its direction ("transferring" → Referral Note, "receiving" → CCD), or
+    "consultation" — the consultant's report back, a Consultation Note — when a "receiving" draft asks for it
+    with `extra["document"] == "consultation"`. A bare direction string is its own kind."""
+    if isinstance(draft, str):
+        return draft
+    if draft.direction == "receiving" and str((draft.extra or {}).get("document") or "").strip().lower() \
+            == "consultation":
+        return "consultation"
+    return draft.direction
+
+
 @dataclass
 class Context:
     draft: ReferralDraft
@@ -34,6 +46,15 @@ class Context:
     @property
     def transferring(self) -> bool:
         return self.draft.direction == "transferring"
+
+    @property
+    def kind(self) -> str:
+        """The document built: "transferring" (Referral Note), "receiving" (CCD) or "consultation"."""
+        return document_kind(self.draft)
+
+    @property
+    def consultation(self) -> bool:
+        return self.kind == "consultation"
 
     @cached_property
     def env(self) -> Env:
@@ -77,7 +98,8 @@ def gather(draft: ReferralDraft, document_id: str | None) -> Context:
     root = local_root(practice.npi)
     if not document_id:
         # Stable per referral: the same note sent at the same moment always gets the same id.
-        seed = f"{root}:{patient.mrn}:{draft.note_id}:{draft.direction}:{now.isoformat()}"
+        # The kind is the direction except for a Consultation Note, so the other documents keep their ids.
+        seed = f"{root}:{patient.mrn}:{draft.note_id}:{document_kind(draft)}:{now.isoformat()}"
         document_id = str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
     return Context(draft=draft, patient=patient, note=note, encounter=encounter, practice=practice,
                    author=author, recipient_name=recipient_name(draft), now=now, root=root,

@@ -1,4 +1,5 @@
-"""The US Realm Header (C-CDA R2.1, 2015-08-01) and the Referral Note / CCD document-level parts."""
+"""The US Realm Header (C-CDA R2.1, 2015-08-01) and the Referral Note / CCD / Consultation Note document-level
+parts."""
 
 from __future__ import annotations
 
@@ -6,27 +7,36 @@ import re
 
 from lxml import etree
 
-from documents.ccda.context import Context
+from documents.ccda.context import Context, document_kind
 from documents.ccda.xml import (
     CDC_RACE, CPT, LOINC, NPI_ROOT, NSMAP, NUCC, V3, address, code, el, identifier, ivl, person_name,
     telecom, template, time_el,
 )
 from models.clinical import CareTeamMember
 from models.practice import Provider
+from models.referring import ReferralDraft
 
 DOCUMENTS = {
-    # direction: (templateId, LOINC, display, title)
+    # document kind (the direction, or "consultation"): (templateId, LOINC, display, title)
     "transferring": ("2.16.840.1.113883.10.20.22.1.14", "57133-1", "Referral note", "Referral Note"),
     "receiving": ("2.16.840.1.113883.10.20.22.1.2", "34133-9", "Summarization of episode note",
                   "Continuity of Care Document"),
+    "consultation": ("2.16.840.1.113883.10.20.22.1.4", "11488-4", "Consult note", "Consultation Note"),
 }
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SEX = {"F": "Female", "M": "Male", "U": "Unknown", "UN": "Undifferentiated"}
 LANGUAGES = {"en": "en-US", "es": "es-US"}
 
 
-def document_title(direction: str) -> str:
-    return DOCUMENTS[direction][3]
+def document_title(draft: ReferralDraft | str) -> str:
+    """The document's title, for a draft (which may ask for a Consultation Note) or a bare direction / kind."""
+    return DOCUMENTS[document_kind(draft)][3]
+
+
+def document_code(draft: ReferralDraft | str) -> tuple[str, str]:
+    """The document's LOINC type code and display name, e.g. ("11488-4", "Consult note")."""
+    _, loinc, display, _ = DOCUMENTS[document_kind(draft)]
+    return loinc, display
 
 
 def _doc_id(parent, ctx: Context, tag: str = "id"):
@@ -59,7 +69,7 @@ def _organization(parent, tag: str, ctx: Context):
 
 
 def build_header(ctx: Context) -> etree._Element:
-    doc_template, loinc, display, title = DOCUMENTS[ctx.draft.direction]
+    doc_template, loinc, display, title = DOCUMENTS[ctx.kind]
     root = etree.Element(f"{{{V3}}}ClinicalDocument", nsmap=NSMAP)
     el(root, "realmCode", code="US")
     el(root, "typeId", root="2.16.840.1.113883.1.3", extension="POCD_HD000040")
@@ -79,8 +89,13 @@ def build_header(ctx: Context) -> etree._Element:
     _information_recipient(root, ctx)
     _legal_authenticator(root, ctx)
     _callback(root, ctx)
+    if ctx.consultation:
+        _in_fulfillment_of(root, ctx)
     _documentation_of(root, ctx)
-    _component_of(root, ctx)
+    if ctx.consultation:
+        _consultation_encounter(root, ctx)
+    else:
+        _component_of(root, ctx)
     return root
 
 
@@ -183,17 +198,21 @@ def _service_period(ctx: Context):
 
 
 def _documentation_of(root, ctx: Context):
-    """The care provision being summarised (CCD SHALL, PCPR low/high) and the care team as performers."""
+    """The care provision being summarised (CCD SHALL, PCPR low/high) and the care team as performers. Only
+    the CCD requires it: the Referral Note and Consultation Note carry it for the care team they send (the
+    Consultation Note only when there is one)."""
     include_team = ctx.included("care_team")
-    if ctx.transferring and not include_team:
+    if ctx.kind != "receiving" and not include_team:
+        return
+    members = []
+    if include_team:
+        members = list(CareTeamMember.select(CareTeamMember, Provider).join(Provider)
+                       .where(CareTeamMember.patient == ctx.patient.id).order_by(CareTeamMember.id))
+    if ctx.consultation and not members:
         return
     event = el(el(root, "documentationOf"), "serviceEvent", classCode="PCPR")
     low, high = _service_period(ctx)
     ivl(event, "effectiveTime", low, high)
-    if not include_team:
-        return
-    members = (CareTeamMember.select(CareTeamMember, Provider).join(Provider)
-               .where(CareTeamMember.patient == ctx.patient.id).order_by(CareTeamMember.id))
     for member in members:
         performer = el(event, "performer", typeCode="PRF")
         if member.role_code:
@@ -216,6 +235,66 @@ def _component_of(root, ctx: Context):
     responsible = el(el(encounter, "responsibleParty"), "assignedEntity")
     _provider_entity(responsible, enc.provider, with_code=False)
     _person(responsible, "assignedPerson", enc.provider)
+    location = el(el(encounter, "location"), "healthCareFacility")
+    identifier(location, NPI_ROOT, ctx.practice.npi)
+    place = el(location, "location")
+    el(place, "name", text=ctx.practice.name)
+    p = ctx.practice
+    address(place, p.address_line, p.city, p.state, p.postal_code)
+
+
+# --- Consultation Note ------------------------------------------------------------------------------------
+
+OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+
+def order_identifier(parent, ctx: Context):
+    """The id of the referral (order) the consultation answers, from `draft.extra["order_id"]`: "root^extension",
+    a bare OID or UUID (a root alone), or any other string, kept as an extension under our own root (".4": the
+    referral as we recorded it). None known: a nullFlavor id, which still says an order was fulfilled."""
+    given = str((ctx.draft.extra or {}).get("order_id") or "").strip()
+    if not given:
+        return el(parent, "id", nullFlavor="NI")
+    root, _, extension = given.partition("^")
+    root, extension = root.strip(), extension.strip()
+    if UUID_RE.match(root):
+        root = root.upper()
+    elif not OID_RE.match(root):
+        root, extension = ctx.root + ".4", given
+    return identifier(parent, root, extension or None)
+
+
+def _in_fulfillment_of(root, ctx: Context):
+    """The referral this report fulfils (a Consultation Note SHALL carry one, with an order id)."""
+    order = el(el(root, "inFulfillmentOf", typeCode="FLFS"), "order", classCode="ACT", moodCode="RQO")
+    order_identifier(order, ctx)
+
+
+def _consultation_encounter(root, ctx: Context):
+    """The consultation visit (a Consultation Note SHALL have one, with an id and an effectiveTime): the
+    encounter of the consultant's note, the consultant responsible for it, the practice as its location. With
+    no encounter on record, the visit is the note's own time and its id is unknown (nullFlavor)."""
+    enc = ctx.encounter
+    encounter = el(el(root, "componentOf"), "encompassingEncounter")
+    if enc is not None:
+        identifier(encounter, ctx.root + ".3", f"encounter-{enc.id}")
+        if enc.type_code:
+            code(encounter, "code", enc.type_code, CPT, enc.type_display or None)
+        ivl(encounter, "effectiveTime", enc.start)
+    else:
+        el(encounter, "id", nullFlavor="NI")
+        ivl(encounter, "effectiveTime", ctx.note.written_at if ctx.note is not None else ctx.now)
+    provider = enc.provider if enc is not None else ctx.author
+    responsible = el(el(encounter, "responsibleParty"), "assignedEntity")
+    if provider is not None:
+        _provider_entity(responsible, provider, with_code=False)
+        _person(responsible, "assignedPerson", provider)
+    else:
+        identifier(responsible, NPI_ROOT, ctx.practice.npi)
+        p = ctx.practice
+        address(responsible, p.address_line, p.city, p.state, p.postal_code)
+        telecom(responsible, p.phone, use="WP", required=True)
+        _organization(responsible, "representedOrganization", ctx)
     location = el(el(encounter, "location"), "healthCareFacility")
     identifier(location, NPI_ROOT, ctx.practice.npi)
     place = el(location, "location")

@@ -1,7 +1,9 @@
 """The body sections: which ones a document carries, their templates, narrative and entries.
 
 A section is built from the patient's rows; unticked Summary of Care items become a nullFlavor="NI" section
-saying so when the document template requires them, and are left out when optional."""
+saying so when the document template requires them, and are left out when optional. A Consultation Note also
+carries the consultant's signed note, its parts (history of present illness, exam, assessment, plan…) mapped
+into the sections of the same name."""
 
 from __future__ import annotations
 
@@ -288,6 +290,80 @@ def _notes(section, ctx: Context) -> bool:
     return True
 
 
+# --- the consultant's note, part by part (Consultation Note) ---------------------------------------------
+
+#: Which titles of a note's sections (lower case, trimmed of ":") feed which C-CDA section.
+NOTE_PARTS = {
+    "chief_complaint": ("chief complaint", "chief complaints", "cc"),
+    "history_of_present_illness": ("history of present illness", "history of the present illness",
+                                   "present illness", "hpi", "subjective", "interval history"),
+    "review_of_systems": ("review of systems", "ros"),
+    "physical_exam": ("physical exam", "physical examination", "physical findings", "exam", "examination",
+                      "pe", "objective"),
+    "assessment": ("assessment", "impression", "assessment and plan", "assessment & plan", "a/p", "a&p",
+                   "diagnosis", "diagnoses", "impression and plan"),
+    "plan": ("plan", "plan of care", "plan of treatment", "recommendation", "recommendations"),
+}
+
+
+def _part_key(title: str) -> str:
+    return " ".join(title.strip().rstrip(":").lower().split())
+
+
+def note_parts(note, part: str) -> list[tuple[str, str]]:
+    """The note's (title, text) sections that belong to `part` (see NOTE_PARTS), in the note's order. A
+    combined "Assessment and Plan" counts as the assessment only, so it is never written twice."""
+    if note is None:
+        return []
+    titles = NOTE_PARTS[part]
+    return [(title, body) for title, body in note.sections if _part_key(title) in titles and body.strip()]
+
+
+def _lines(text, body: str, caption: str | None = None) -> None:
+    """One paragraph per non-empty line of `body`; the first one starts with `caption` in bold, when given."""
+    lines = [line.strip() for line in body.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        block = el(text, "paragraph")
+        if i == 0 and caption:
+            el(block, "content", styleCode="Bold", text=f"{caption}:").tail = f" {line}"
+        else:
+            block.text = line
+
+
+def _from_note(part: str) -> Callable:
+    """A section body made of the consultant's note's `part` (titled when the note had several of them)."""
+
+    def build(section, ctx: Context) -> bool:
+        found = note_parts(ctx.note, part)
+        if not found:
+            return False
+        text = _text(section)
+        for title, body in found:
+            _lines(text, body, title if len(found) > 1 else None)
+        return True
+
+    return build
+
+
+def _consult_plan(section, ctx: Context) -> bool:
+    """Assessment and Plan: the consultant's assessment and plan as written in the note, then the chart's
+    planned items (each a Planned Encounter, as in the Referral Note's Assessment and Plan)."""
+    found = note_parts(ctx.note, "assessment") + note_parts(ctx.note, "plan")
+    rows = list(PlanItem.select().where(PlanItem.patient == ctx.patient.id).order_by(PlanItem.id))
+    if not found and not rows:
+        return False
+    text = _text(section)
+    for title, body in found:
+        _lines(text, body, title.strip().rstrip(":") or "Assessment")
+    if rows:
+        table(text, ["Planned", "Code", "Date"], [
+            (f"plan-{r.id}", [r.description, f"{r.code_system} {r.code}".strip(), _fmt(r.planned_on)])
+            for r in rows])
+        for r in rows:
+            entries.planned_act(_entry(section, None), ctx.env, r, f"plan-{r.id}")
+    return True
+
+
 S = "2.16.840.1.113883.10.20.22.2"
 SPECS = {
     "reason_for_referral": Spec("reason_for_referral", "1.3.6.1.4.1.19376.1.5.3.1.3.1", "2014-06-09", "42349-1",
@@ -320,6 +396,20 @@ SPECS = {
     "care_team": Spec("care_team", f"{S}.500", "2019-07-01", "85847-2", "Patient Care team information",
                       "Care Teams", _care_team),
     "payers": Spec("payers", f"{S}.18", "2015-08-01", "48768-6", "Payment sources Document", "Payers", _payers),
+    # The Consultation Note's own sections, from the consultant's signed note (always sent: the report itself).
+    "chief_complaint": Spec("chief_complaint", "1.3.6.1.4.1.19376.1.5.3.1.1.13.2.1", None, "10154-3",
+                            "Chief complaint Narrative - Reported", "Chief Complaint", _from_note("chief_complaint")),
+    "history_of_present_illness": Spec("history_of_present_illness", "1.3.6.1.4.1.19376.1.5.3.1.3.4", None,
+                                       "10164-2", "History of Present illness Narrative",
+                                       "History of Present Illness", _from_note("history_of_present_illness")),
+    "review_of_systems": Spec("review_of_systems", "1.3.6.1.4.1.19376.1.5.3.1.3.18", None, "10187-3",
+                              "Review of systems Narrative - Reported", "Review of Systems",
+                              _from_note("review_of_systems")),
+    "physical_exam": Spec("physical_exam", "2.16.840.1.113883.10.20.2.10", "2015-08-01", "29545-1",
+                          "Physical findings Narrative", "Physical Exam", _from_note("physical_exam")),
+    # Unticking "Assessment and plan" withholds it here too.
+    "consult_assessment_plan": Spec("assessment_plan", f"{S}.9", "2014-06-09", "51847-2", "Evaluation + Plan note",
+                                    "Assessment and Plan", _consult_plan),
 }
 NOTES = Spec("note", f"{S}.65", "2016-11-01", "11506-3", "Progress note", "Notes", _notes)
 
@@ -331,10 +421,18 @@ ORDER = {
     "receiving": ["problems", "allergies", "medications", "immunizations", "vital_signs", "results",
                   "procedures", "smoking_status", "goals", "health_concerns", "plan_of_treatment",
                   "reason_for_referral", "encounters", "care_team", "payers"],
+    "consultation": ["reason_for_referral", "chief_complaint", "history_of_present_illness", "review_of_systems",
+                     "physical_exam", "consult_assessment_plan", "problems", "allergies", "medications",
+                     "immunizations", "vital_signs", "results", "procedures", "smoking_status", "goals",
+                     "health_concerns", "encounters", "care_team", "payers"],
 }
 REQUIRED = {
     "transferring": {"reason_for_referral", "problems", "allergies", "medications", "assessment_plan"},
     "receiving": {"problems", "allergies", "medications", "results", "smoking_status", "vital_signs"},
+    # SHALL: reason for referral, HPI, assessment and plan, problems, allergies; SHOULD: physical exam,
+    # medications, results — sent always, so a reader finds them (nullFlavor="NI" when there is nothing).
+    "consultation": {"reason_for_referral", "history_of_present_illness", "physical_exam", "consult_assessment_plan",
+                     "problems", "allergies", "medications", "results"},
 }
 
 
@@ -353,9 +451,9 @@ def _start(body, spec: Spec, null: bool = False):
 
 
 def add_sections(body, ctx: Context) -> None:
-    direction = ctx.draft.direction
-    required = REQUIRED[direction]
-    for name in ORDER[direction]:
+    kind = ctx.kind
+    required = REQUIRED[kind]
+    for name in ORDER[kind]:
         spec = SPECS[name]
         if not ctx.included(spec.key):
             if name in required:

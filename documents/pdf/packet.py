@@ -371,7 +371,7 @@ def _cover(pdf: PacketPDF, ctx: Context, sender: dict, recipient: dict, subject:
 def _letter(pdf: PacketPDF, ctx: Context, sender: dict, recipient: dict, subject: str):
     draft, patient = ctx.draft, ctx.patient
     pdf.add_page()
-    pdf.heading(document_title(draft.direction), size=15)
+    pdf.heading(document_title(draft), size=15)
     pdf.set_font(FAMILY, "B", 11)
     pdf.multi_cell(0, 5.5, clean(sender["organization"]), align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_font(FAMILY, "", 9)
@@ -486,7 +486,7 @@ def build_referral_pdf(draft: ReferralDraft, *, cover_sheet: bool = False) -> by
     """The referral packet for `draft` as PDF bytes: cover sheet (optional), letter, summary, note (if chosen)."""
     ctx = gather(draft, None)
     subject = clean(draft.subject.strip() or default_subject(ctx.patient, draft.direction))
-    pdf = _document(ctx, document_title(draft.direction), subject)
+    pdf = _document(ctx, document_title(draft), subject)
     sender, recipient = _sender(ctx), _recipient(ctx)
     if cover_sheet:
         _cover(pdf, ctx, sender, recipient, subject)
