@@ -79,3 +79,19 @@ def remember_verification(address: str, state: str, reason: str, fingerprint: st
         changes["cert_fingerprint"] = fingerprint
     return bool(Contact.update(**changes)
                 .where(fn.LOWER(Contact.direct_address) == address.strip().lower()).execute())
+
+
+def ensure_contact(name: str, *, organization: str = "", specialty: str = "", direct_address: str = "",
+                   fax: str = "", phone: str = "") -> Contact:
+    """An address-book entry for this Direct address (or fax number), added if missing and otherwise brought up
+    to date; its verification is left to the next real check."""
+    existing = (contact_by_address(direct_address) if direct_address
+                else Contact.select().where(Contact.fax == fax, Contact.direct_address == "").first())
+    contact = existing or Contact()
+    contact.name, contact.organization, contact.specialty = name, organization, specialty
+    contact.direct_address, contact.fax, contact.phone = direct_address, fax, phone
+    contact.name_norm = normalize(name)
+    if existing is None:
+        contact.verification, contact.verification_reason = "unverified", ""
+    contact.save()
+    return contact

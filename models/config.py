@@ -17,6 +17,7 @@ from models.db import sqlite_url
 
 APP_NAME = "referdesk"
 DB_FILENAME = "referdesk.db"
+CONFIG_FILENAME = "config.toml"  # a data folder may carry its own (the sandbox writes one there)
 
 
 class ConfigError(Exception):
@@ -69,6 +70,10 @@ def load_config(
     env = os.environ if env is None else env
     explicit = config_file is not None or bool(env.get("REFERDESK_CONFIG"))
     path = Path(config_file).expanduser() if config_file else default_config_path(env)
+    named_dir = data_dir if data_dir is not None else env.get("REFERDESK_DATA_DIR")
+    if not explicit and named_dir and (Path(named_dir).expanduser() / CONFIG_FILENAME).is_file():
+        # A data folder that carries its own configuration (a sandbox writes one) is used as a whole.
+        path = Path(named_dir).expanduser() / CONFIG_FILENAME
     if path.exists():
         values = read_toml(path)
     elif explicit:

@@ -169,24 +169,40 @@ def test_verify_reports_the_verdict_and_its_source(data_dir, cli):
     assert code == 1 and "invalid — malformed" in out
 
 
-def test_demo_seeds_a_throwaway_database_runs_the_app_and_removes_it(monkeypatch, cli, tmp_path):
-    """`referdesk demo` with the app replaced by a probe that looks at what it was given."""
-    import tempfile
+def test_demo_seeds_its_folder_runs_the_app_on_the_sandbox_and_leaves_nothing_running(monkeypatch, cli,
+                                                                                     tmp_path):
+    """`referdesk demo` with the app replaced by a probe that looks at what it was given while it "runs"."""
+    import socket
 
     import tui.cli as cli_module
+    from models import clock
     from models.patients import Patient
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    clock.freeze(None)  # the sandbox issues its certificates for today
     seen = {}
 
     def probe(config, *, demo=False, start="search"):
-        seen.update(demo=demo, patients=Patient.select().count(), url=config.database_url)
+        listen = config.section("inbound")["smtp_listen"].rsplit(":", 1)[1]
+        with socket.create_connection(("127.0.0.1", int(listen)), timeout=2):
+            pass  # this practice's listener answers while the app runs
+        seen.update(demo=demo, patients=Patient.select().count(), direct=config.section("direct")["address"],
+                    in_app=config.section("worker")["in_app"])
 
     monkeypatch.setattr(cli_module, "_run_app", probe)
-    code, out, err = cli("demo", "--patients", "40")
-    assert code == 0 and seen["demo"] is True and seen["patients"] == 40
-    assert "Seeded 40 synthetic patients" in err
-    assert list(tmp_path.iterdir()) == []  # the throw-away folder is gone
+    folder = tmp_path / "demo"
+    code, out, err = cli("--data-dir", folder, "demo", "--patients", "40")
+    assert code == 0, err
+    assert seen == {"demo": True, "patients": 40, "direct": "referrals@direct.riverbend-family.example",
+                    "in_app": True}
+    assert "Seeded 40 synthetic patients" in err and (folder / "config.toml").exists()
+    code, out, err = cli("--data-dir", folder, "demo", "--patients", "40")  # a later run keeps the data
+    assert code == 0 and "Seeded" not in err
+    code, out, err = cli("--data-dir", folder, "demo", "--reset", "--patients", "30")
+    assert code == 0 and "Seeded 30 synthetic patients" in err and seen["patients"] == 30
+    import subprocess
+
+    left = subprocess.run(["pgrep", "-f", f"transports.sandbox.partner --data-dir {folder}"], capture_output=True)
+    assert left.stdout == b""
 
 
 # --- inspect --------------------------------------------------------------------------------------------

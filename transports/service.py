@@ -37,8 +37,10 @@ class Service:
     `report(line)` hears what starts and every change of a part's error (the command line prints them)."""
 
     def __init__(self, config: Config, *, report: Callable[[str], None] | None = None, poll: float = 5.0,
-                 env: Mapping[str, str] | None = None, retry: float = RETRY_SECONDS) -> None:
+                 env: Mapping[str, str] | None = None, retry: float = RETRY_SECONDS, outbox: bool = True) -> None:
+        """`outbox=False`: receiving only, for a process whose outbox runs elsewhere (the demo's app)."""
         self.config, self.poll, self.env, self.retry = config, poll, env, retry
+        self.sends = outbox
         self.report = report or (lambda line: None)
         self.outbox = OutboxWorker(config, env=env)
         inbound = config.section("inbound")
@@ -55,7 +57,7 @@ class Service:
             self.report(f"{part}: {error}" if error else f"{part}: working again")
 
     async def run(self, stop: asyncio.Event) -> None:
-        parts = [self.outbox.run(stop, poll=self.poll), self._watch_outbox(stop)]
+        parts = [self.outbox.run(stop, poll=self.poll), self._watch_outbox(stop)] if self.sends else []
         if self.smtp_listen or self.imap_url:
             from transports.direct.receiving import opener_from_config
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 EXIT_ERROR = 1
@@ -59,27 +60,98 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    import shutil
-    import tempfile
+def _sandbox_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else the per-user demo folder (kept between runs; --reset starts over)."""
+    if args.data_dir is not None:
+        return Path(args.data_dir).expanduser().resolve()
+    from platformdirs import user_data_path
 
-    throwaway = args.data_dir is None and args.db is None
-    if throwaway:
-        args.data_dir = tempfile.mkdtemp(prefix="referdesk-demo-")
+    return user_data_path("referdesk") / "demo"
+
+
+def _seeded_sandbox(args: argparse.Namespace):
+    """The sandbox's data folder with its database seeded (first run) and open."""
+    from models.db import open_database, sqlite_url
+    from models.seed import SeedError, seed
+    from transports.sandbox.sandbox import reset
+
+    folder = _sandbox_dir(args)
+    if getattr(args, "reset", False):
+        reset(folder)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    open_database(sqlite_url(folder / "referdesk.db"))
     try:
-        config = _open(args)
-        from models.seed import SeedError, seed
+        seed(args.patients)
+        _say(f"Seeded {args.patients} synthetic patients into {folder}")
+    except SeedError:
+        pass  # seeded on an earlier run: the demo carries on where it was left
+    return folder
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The app on the demo database with the whole sandbox behind it: a Direct partner that answers, a fax
+    gateway, DNS with good and bad certificates. Nothing leaves 127.0.0.1."""
+    from models.config import load_config
+    from transports.sandbox.sandbox import BackgroundSandbox, Sandbox, SandboxError
+
+    folder = _seeded_sandbox(args)
+    sandbox = BackgroundSandbox(Sandbox(folder, practice_outbox=False))
+    try:
         try:
-            seed(args.patients)
-            _say(f"Seeded {args.patients} synthetic patients into {config.database_url}")
-        except SeedError:
-            _say(f"Using the patients already in {config.database_url}")
-        _run_app(config, demo=True)
+            sandbox.start()
+        except SandboxError as exc:
+            raise CommandError(f"the demo sandbox did not start: {exc}") from exc
+        _run_app(load_config(data_dir=folder), demo=True)
     finally:
-        if throwaway:
-            shutil.rmtree(args.data_dir, ignore_errors=True)
+        sandbox.stop()
     return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    """The sandbox services in the foreground, with this practice's own workers; Ctrl-C stops them."""
+    import asyncio
+    import signal
+
+    from transports.sandbox.sandbox import Sandbox, SandboxError
+
+    folder = _seeded_sandbox(args)
+
+    async def run() -> None:
+        sandbox = Sandbox(folder, practice_outbox=True, report=_say)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            info = await sandbox.start()
+        except SandboxError as exc:
+            raise CommandError(f"the sandbox did not start: {exc}") from exc
+        try:
+            if args.json:
+                print(json.dumps(info.as_json()), flush=True)
+            else:
+                _describe_sandbox(info)
+            await stop.wait()
+        finally:
+            await sandbox.stop()
+        _say("referdesk sandbox: stopped")
+
+    asyncio.run(run())
+    return 0
+
+
+def _describe_sandbox(info) -> None:
+    print(f"referdesk sandbox in {info.data_dir} (Ctrl-C stops it)")
+    print(f"  practice        {info.practice}")
+    for partner in info.partners:
+        print(f"  partner         {partner}  (answers with a consult report a few seconds after a referral)")
+    for kind, address in info.invalid.items():
+        print(f"  {kind:<15} {address}")
+    print(f"  HISP (SMTP)     127.0.0.1:{info.smtp}    DNS 127.0.0.1:{info.dns}")
+    print(f"  eFax            {info.fax['number']} (gateway {info.fax['gateway_domain']}, faxes in "
+          f"{info.fax['folder']})")
+    print(f"From another shell:  referdesk --data-dir {info.data_dir} send --patient 1000001 --via direct "
+          f"--to {info.partners[0]}", flush=True)
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -547,8 +619,18 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    demo = command("demo", cmd_demo, "the app on a freshly seeded, throw-away demo database")
+    demo = command("demo", cmd_demo, "the app on a demo database with a local sandbox behind it: a Direct partner "
+                   "practice that answers, a fax gateway, DNS with good and bad certificates (all on 127.0.0.1)")
+    demo.add_argument("--reset", action="store_true", help="start over: a new database, keys and partner")
     demo.add_argument("--patients", type=int, default=2000, help="synthetic patients to seed (default 2000)")
+
+    sandbox = command("sandbox", cmd_sandbox, "the demo's sandbox services in the foreground (DNS, HISP, fax "
+                      "gateway, partner practice, this practice's workers); `referdesk --data-dir DIR <verb>` "
+                      "works against it from another shell; Ctrl-C stops it")
+    sandbox.add_argument("--reset", action="store_true", help="start over: a new database, keys and partner")
+    sandbox.add_argument("--patients", type=int, default=2000, help="synthetic patients to seed (default 2000)")
+    sandbox.add_argument("--json", action="store_true", help="first stdout line: one JSON object with the "
+                         "addresses and ports, printed once everything listens")
 
     seed = command("seed", cmd_seed, "fill a new database with synthetic, deterministic demo data")
     seed.add_argument("--patients", type=int, required=True, metavar="N")
