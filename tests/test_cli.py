@@ -199,10 +199,9 @@ def test_demo_seeds_its_folder_runs_the_app_on_the_sandbox_and_leaves_nothing_ru
     assert code == 0 and "Seeded" not in err
     code, out, err = cli("--data-dir", folder, "demo", "--reset", "--patients", "30")
     assert code == 0 and "Seeded 30 synthetic patients" in err and seen["patients"] == 30
-    import subprocess
+    from sandbox_processes import partner_processes
 
-    left = subprocess.run(["pgrep", "-f", f"transports.sandbox.partner --data-dir {folder}"], capture_output=True)
-    assert left.stdout == b""
+    assert partner_processes(folder / "sandbox" / "partner") == []
 
 
 # --- inspect --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from models import clock
+from sandbox_processes import partner_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTNER = "ruiz@direct.valley-cardio.example"
@@ -31,12 +32,6 @@ def wait_until(check, seconds: float, what: str):
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-
-
-def partner_processes(folder: Path) -> list[str]:
-    found = subprocess.run(["pgrep", "-f", f"transports.sandbox.partner --data-dir {folder}"],
-                           capture_output=True, text=True)
-    return found.stdout.split()
 
 
 @pytest.fixture
