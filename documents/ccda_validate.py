@@ -11,6 +11,7 @@ import functools
 import io
 import os
 import posixpath
+import stat
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from lxml import etree
 
 from documents.ccda_reader import DEFAULT_MAX_BYTES, Finding, Summary, as_json, parse_root, path_of, read_summary
 from documents.ccda_view import CcdaViewError, parse_xml
+from models.safe_text import has_unsafe
 
 SCHEMA_ENTRY = Path("infrastructure/cda/CDA_SDTC.xsd")
 MAX_XSD_FINDINGS = 200
@@ -169,10 +171,16 @@ def inspect_bytes(data: bytes, *, schema_dir: Path | None = None, schematron: Pa
 
 
 def _safe_name(name: str) -> bool:
-    """A member name that stays inside the package: relative, no '..', no backslashes or drive letters."""
+    """A member name that stays inside the package: relative, no '..', no backslashes or drive letters, and no
+    control characters (a name is shown to staff and quoted in reasons that reach a failed MDN's header)."""
     if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name.split("/")[0]:
         return False
-    return ".." not in name.split("/")
+    return ".." not in name.split("/") and not has_unsafe(name) and not any(c in name for c in "\r\n\t")
+
+
+def is_symlink(member: zipfile.ZipInfo) -> bool:
+    """A member a Unix unzip would make a symbolic link (its content is the path it points at)."""
+    return member.create_system == 3 and stat.S_ISLNK(member.external_attr >> 16)
 
 
 def inspect_zip(data: bytes, *, schema_dir: Path | None = None, schematron: Path | None = None,
@@ -215,8 +223,11 @@ class _Package:
             if member.is_dir():
                 continue
             if not _safe_name(member.filename):
-                self.note("error", f"unsafe member name {member.filename!r} (absolute or '..' path): ignored",
-                          member.filename)
+                self.note("error", f"unsafe member name {member.filename!r} (absolute or '..' path, or control "
+                                   "characters): ignored", repr(member.filename))
+                continue
+            if is_symlink(member):
+                self.note("error", f"member {member.filename!r} is a symbolic link: ignored", member.filename)
                 continue
             self.files[member.filename.upper()] = member
             self.info["members"].append(member.filename)
@@ -229,6 +240,9 @@ class _Package:
             member = self.files[key]
             content = self.read(member)
             if content is None:
+                continue
+            if content.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # as the receiver does: never inflated
+                self.note("warning", f"{member.filename}: a zip inside the package; not opened", member.filename)
                 continue
             if not _is_cda(content):
                 self.note("info", f"{member.filename}: not an HL7 CDA document; not summarised", member.filename)

@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 from documents.ccda_reader import DEFAULT_MAX_BYTES
-from documents.ccda_validate import MAX_ZIP_ENTRIES, _Package, _safe_name  # the inspector's limits, on purpose
+from documents.ccda_validate import MAX_ZIP_ENTRIES, _Package, _safe_name, is_symlink  # the inspector's limits
 
 #: What a package holds besides its documents (IHE ITI TF-1 XDM): never filed as documents themselves.
 FURNITURE = {"README.TXT", "INDEX.HTM"}
@@ -82,6 +82,9 @@ def unpack(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Unpacked:
             continue
         if not _safe_name(member.filename):
             result.problems.append(f"the package holds a file with an unsafe name ({member.filename[:80]!r})")
+            continue
+        if is_symlink(member):  # never followed (nothing is extracted), but never filed as a document either
+            result.problems.append(f"the package holds a symbolic link ({member.filename[:80]!r})")
             continue
         package.files[member.filename.upper()] = member
     result.xdm = any(name.startswith("IHE_XDM/") for name in package.files)

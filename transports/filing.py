@@ -77,6 +77,8 @@ def _mb(size: int) -> str:
 
 def _looks_like_cda(content: bytes) -> bool:
     head = content[:65536]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 (with its BOM): read, not filed unread as a report
+        head = head.decode("utf-16", "ignore").encode("utf-8")
     return b"<ClinicalDocument" in head or b":ClinicalDocument" in head
 
 

@@ -22,6 +22,8 @@ from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
 
+from models.safe_text import display_text
+
 MAX_DEPTH = 12  # multipart/mixed > multipart/alternative > ... : real messages use 3 or 4 levels
 MAX_PARTS = 200
 HEADER_BYTES = 256 * 1024  # the most of a message read as its header block
@@ -78,7 +80,8 @@ def _bytes_text(data: bytes, charset: str | None) -> str:
 
 def text_of(value) -> str:
     """A header value as safe text: RFC 2047 words decoded, raw 8-bit bytes read as UTF-8 (else Windows-1252),
-    one line, no NULs."""
+    one line, no NULs, and no control characters a terminal would obey (ESC, C1, bidi overrides: shown as ␛,
+    U+FFFD — models.safe_text), whether they came raw or RFC 2047-encoded."""
     if value is None:
         return ""
     try:
@@ -92,7 +95,7 @@ def text_of(value) -> str:
         text = str(make_header(readable))
     except (ValueError, LookupError, UnicodeError, email_errors.HeaderParseError, TypeError):
         text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return " ".join(text.replace("\x00", "").split())
+    return display_text(" ".join(text.replace("\x00", "").split()))
 
 
 def header(message: Message | None, name: str, limit: int = 250) -> str:
@@ -105,9 +108,16 @@ def header(message: Message | None, name: str, limit: int = 250) -> str:
 
 
 def address(message: Message | None, name: str) -> str:
-    """The bare address of a From/To-style header ("" when there is none or it is not ASCII)."""
-    value = email.utils.parseaddr(header(message, name, 1000))[1].strip()
-    return value if value.isascii() and "@" in value and len(value) <= 250 else ""
+    """The bare address of a From/To-style header ("" when there is none or it is not ASCII).
+
+    Parsed before any RFC 2047 word is decoded: a display name "=?utf-8?q?Dr_Ruiz=0D=0ABcc:_x=40y?=" decoded
+    first would read as a group and yield x@y as the address."""
+    try:
+        raw = message.get(name) if message is not None else None
+        value = email.utils.parseaddr(" ".join(str(raw or "")[:1000].split()))[1].strip()
+    except Exception:  # noqa: BLE001 - a header that cannot even be read has no address
+        return ""
+    return value if value.isascii() and value.isprintable() and "@" in value and len(value) <= 250 else ""
 
 
 def message_id(message: Message | None, name: str = "Message-ID") -> str:
@@ -171,8 +181,15 @@ def decode(part: Message, what: str) -> bytes:
     payload = part.get_payload()
     if not isinstance(payload, str):
         raise MimeError(f"{what} is not a single part")
-    data = payload.encode("ascii", "surrogateescape")
     encoding = text_of(part.get("Content-Transfer-Encoding", "")).lower()
+    try:
+        data = payload.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        # 8-bit bytes in the body ("Zoë" sent as 8bit UTF-8): compat32 hands such a payload back already decoded
+        # with the part's charset, so take the bytes as they came (quoted-printable decoded as below)
+        if encoding == "base64":
+            raise MimeError(f"{what} is damaged: its base64 encoding is invalid or cut short") from None
+        return part.get_payload(decode=True)
     if encoding == "base64":
         compact = re.sub(rb"\s+", b"", data)
         if len(compact) % 4 or not re.fullmatch(rb"[A-Za-z0-9+/]*={0,2}", compact):

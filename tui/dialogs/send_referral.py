@@ -10,12 +10,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, SelectionList, Static
 
 from models.charts import NoteView
 from models.patients import Patient
 from models.referring import SUMMARY_OF_CARE, URGENCIES, ReferralDraft, suggested_reason
+from models.safe_text import one_line
 
 
 class SendReferralDialog(ModalScreen[ReferralDraft | None]):
@@ -34,7 +36,8 @@ class SendReferralDialog(ModalScreen[ReferralDraft | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static(f"Send a Referral for [b]{self.patient.last_name}, {self.patient.first_name}[/b]",
+            name = escape(one_line(f"{self.patient.last_name}, {self.patient.first_name}"))
+            yield Static(f"Send a Referral for [b]{name}[/b]",
                          id="dialog-title")
             yield Checkbox(f"Encounter Note ({self.note.type}, {self.note.written:%m/%d/%Y})", True,
                            id="include-note", compact=True)

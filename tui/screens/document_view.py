@@ -16,6 +16,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, Header, Static, TextArea
 
 from documents.viewing import DocumentDisplay, display_document, save_copy
+from models.safe_text import display_text
 from tui.screens.base import ReferdeskScreen
 from tui.widgets.narrative import SectionHeading, document_widgets, label_grid
 
@@ -104,7 +105,7 @@ class DocumentViewScreen(ReferdeskScreen):
                 yield Static(findings_text(shown.findings, expanded=self.findings_open), classes="doc-findings")
             yield from document_widgets(shown.ccda, self.built_width)
         elif shown.mode == "text":
-            area = TextArea(shown.text, read_only=True, soft_wrap=True, id="doc-text")
+            area = TextArea(display_text(shown.text), read_only=True, soft_wrap=True, id="doc-text")
             area.cursor_blink = bool(getattr(self.app, "cursor_blink", False))
             yield area
         elif shown.mode == "error":
@@ -186,14 +187,14 @@ class DocumentViewScreen(ReferdeskScreen):
         shown = self.display_info
         if shown is None:
             return
-        title = Text(shown.title, style="bold")
+        title = Text(display_text(shown.title), style="bold")
         headings = self._headings()
         if shown.mode == "ccda" and headings:
             if self.section_index < 0:
                 title.append(f"  ·  {len(headings)} sections", style="not bold")
             else:
                 heading = headings[self.section_index]
-                title.append(f"  ·  {self.section_index + 1}/{len(headings)} {heading.section.title}",
+                title.append(f"  ·  {self.section_index + 1}/{len(headings)} {display_text(heading.section.title)}",
                              style="not bold")
         elif shown.mode != "ccda":
             title.append(f"  ·  {shown.type_label}", style="not bold")
@@ -217,7 +218,7 @@ class DocumentViewScreen(ReferdeskScreen):
         body.remove_children()
         self.showing_raw = not self.showing_raw
         if self.showing_raw:
-            area = TextArea(shown.text, read_only=True, soft_wrap=True, id="doc-text")
+            area = TextArea(display_text(shown.text), read_only=True, soft_wrap=True, id="doc-text")
             area.cursor_blink = bool(getattr(self.app, "cursor_blink", False))
             body.mount(Static(Text(f"Raw text — not read: {shown.error}. r returns to the message."),
                               classes="doc-error"))

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Input, Label, Static
 
+from models.safe_text import one_line
 from models.search import DEFAULT_LIMIT, PatientHit, search_patients
 from models.text import normalize
 from tui.screens.base import ReferdeskScreen
@@ -29,9 +30,9 @@ TAIL = (("Born", 12), ("Sex", 5), ("MRN", 10))
 
 def result_line(hit: PatientHit, name_width: int) -> str:
     """One result, padded to the full line: a line of one style is one colour change on the wire."""
-    name = f"{hit.last_name}, {hit.first_name}"
+    name = one_line(f"{hit.last_name}, {hit.first_name}")  # drawn as raw segments: controls made visible
     name = name if len(name) <= name_width else name[: name_width - 1] + "…"
-    line = f"{name:<{name_width}}{hit.birth_date:%m/%d/%Y}  {hit.sex:<5}{hit.mrn}"
+    line = f"{name:<{name_width}}{hit.birth_date:%m/%d/%Y}  {one_line(hit.sex):<5}{one_line(hit.mrn)}"
     return line.ljust(name_width + sum(width for _, width in TAIL))
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Static
 
 from models.charts import face_sheet
+from models.safe_text import display_text
 from tui.widgets.pane import Pane
 
 
@@ -19,8 +21,8 @@ def _table(columns: tuple[str, ...], rows: list[tuple], empty: str) -> Static:
         return Static(empty, classes="pane-empty")
     table = Table(*columns, box=box.SIMPLE_HEAD, expand=True, pad_edge=False, show_edge=False,
                   header_style="bold")
-    for row in rows:
-        table.add_row(*row)
+    for row in rows:  # Text, not str: a Rich table reads str cells as markup
+        table.add_row(*(Text(display_text(str(cell))) for cell in row))
     return Static(table)
 
 

@@ -1,7 +1,8 @@
 """A C-CDA read by `documents.ccda_view`, as widgets: a header block, section headings, paragraphs, tables, lists.
 
 Nothing here parses XML; it lays out plain values. Narrative text is never treated as markup: a consultant's
-"[see attached]" must show as typed.
+"[see attached]" must show as typed; control characters a document may carry (C1, bidi overrides) are shown, not
+obeyed (models.safe_text.display_text).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from documents.ccda_view import Block, CcdaView, ItemList, Paragraph, Section, Table
+from models.safe_text import display_text
 
 #: Columns never get narrower than this when a wide table is squeezed into the terminal.
 MIN_COLUMN = 8
@@ -35,7 +37,7 @@ def label_grid(rows: list[tuple[str, str]]) -> RichTable:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(ratio=1, overflow="fold")
     for label, value in rows:
-        grid.add_row(label, Text(value))
+        grid.add_row(label, Text(display_text(value)))
     return grid
 
 
@@ -64,7 +66,7 @@ class SectionHeading(Static):
     """A section's title; the viewer jumps between these."""
 
     def __init__(self, section: Section, depth: int, index: int) -> None:
-        super().__init__(Text(section.title), classes=f"section-heading depth-{min(depth, 3)}")
+        super().__init__(Text(display_text(section.title)), classes=f"section-heading depth-{min(depth, 3)}")
         self.section = section
         self.depth = depth
         self.index = index
@@ -118,10 +120,10 @@ class NarrativeTable(DataTable):
                             floors=[_longest_word(column) for column in cells])
         for index, column_width in enumerate(widths):
             label = table.headers[index] if table.headers else ""
-            self.add_column(Text(label), width=column_width, key=str(index))
+            self.add_column(Text(display_text(label)), width=column_width, key=str(index))
         self.header_height = max([1] + [_wrapped_height(h, w) for h, w in zip(table.headers, widths)])
         for row in table.rows:
-            self.add_row(*(Text(cell) for cell in row), height=None)
+            self.add_row(*(Text(display_text(cell)) for cell in row), height=None)
 
 
 def _wrapped_height(text: str, width: int) -> int:
@@ -144,7 +146,7 @@ def _item_list(block: ItemList) -> RichTable:
     grid.add_column(no_wrap=True, style="bold")
     grid.add_column(ratio=1, overflow="fold")
     for number, item in enumerate(block.items, 1):
-        grid.add_row(f"{number}." if block.ordered else "•", Text(item))
+        grid.add_row(f"{number}." if block.ordered else "•", Text(display_text(item)))
     return grid
 
 
@@ -152,9 +154,9 @@ def block_widgets(block: Block, width: int, depth: int) -> Iterator[Widget]:
     indent = f"depth-{min(depth, 3)}"
     caption = getattr(block, "caption", "")
     if caption:
-        yield Static(Text(caption), classes=f"narrative-caption {indent}")
+        yield Static(Text(display_text(caption)), classes=f"narrative-caption {indent}")
     if isinstance(block, Paragraph):
-        yield Static(Text(block.text), classes=f"narrative-paragraph {indent}")
+        yield Static(Text(display_text(block.text)), classes=f"narrative-paragraph {indent}")
     elif isinstance(block, Table):
         if block.rows or block.headers:
             yield NarrativeTable(block, width - 2 * min(depth, 3), classes=indent)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -9,6 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from models.charts import NoteSummary, list_notes
+from models.safe_text import one_line
 
 FIXED = {"date": 10, "signed": 8}
 
@@ -46,7 +48,10 @@ class NotesPane(Vertical):
         table.add_column("Type", width=flexible * 55 // 100, key="type")
         table.add_column("Author", width=flexible - flexible * 55 // 100, key="author")
         for note in self.notes:
-            table.add_row(f"{note.date:%m/%d/%Y}", "signed" if note.signed else "UNSIGNED", note.type, note.author,
+            # Text, not str: a DataTable reads str cells as markup, and "[/]" in an author's name would crash it
+            table.add_row(f"{note.date:%m/%d/%Y}", "signed" if note.signed else "UNSIGNED",
+                          Text(one_line(note.type), no_wrap=True, end=""),
+                          Text(one_line(note.author), no_wrap=True, end=""),
                           key=str(note.id))
         table.move_cursor(row=row)
 

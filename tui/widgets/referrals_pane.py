@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from models import clock
+from models.safe_text import one_line
 from models.overdue import (
     DEFAULT_OVERDUE_DAYS,
     OverdueSettingError,
@@ -277,11 +278,14 @@ class ReferralsPane(Pane):
         for row in self.rows:
             cells = {
                 "sent": f"{clock.local(row.created_at):%m/%d/%Y}",
-                "patient": fit_person(row.patient_name, widths.get("patient", 0), last_first=True),
+                # Text, not str: DataTable reads str cells as markup ("[/]" in a name would crash it)
+                "patient": Text(fit_person(one_line(row.patient_name), widths.get("patient", 0), last_first=True),
+                                no_wrap=True, end=""),
                 "direction": (row.direction if widths["direction"] > 3
                               else {"transferring": "out", "receiving": "in"}.get(row.direction, row.direction)),
-                "recipient": (fit_person(row.recipient_name, widths["recipient"], last_first=False)
-                              if row.recipient_name else fit(row.recipient, widths["recipient"])),
+                "recipient": Text(fit_person(one_line(row.recipient_name), widths["recipient"], last_first=False)
+                                  if row.recipient_name else fit(one_line(row.recipient), widths["recipient"]),
+                                  no_wrap=True, end=""),
                 "channel": row.channel,
                 "status": self._status_cell(row, widths["status"], colours,
                                             days_overdue(row, self.overdue_days, today)),
