@@ -16,9 +16,9 @@ from typing import Literal
 
 from documents.ccda_reader import read_summary
 from documents.ccda_view import CcdaView, CcdaViewError, read_ccda
-from models import clock
+from models.audit import patient_mrn_for, record
 from models.documents import get_document, list_documents
-from models.referrals import AuditEvent, Document
+from models.referrals import Document
 
 KIND_LABELS = {"ccda": "C-CDA", "xdm": "XDM", "note": "Note", "note-pdf": "Note PDF", "fax-cover": "Fax cover",
                "report": "Report", "pdf": "PDF", "image": "Image", "message": "Message",
@@ -201,8 +201,8 @@ def save_copy(document_id: int, folder: str | Path, *, username: str = "") -> Pa
     document = get_document(document_id)
     path = target / safe_filename(document.filename, fallback=f"document-{document.id}")
     _write_private(path, bytes(document.content))
-    AuditEvent.create(at=clock.now(), username=username, action="document.save-copy", object_type="document",
-                      object_id=str(document.id))
+    record("document.save-copy", username=username, patient_mrn=patient_mrn_for(document.patient_id),
+           object_type="document", object_id=str(document.id))
     return path
 
 

@@ -12,8 +12,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from models import clock
+from models.audit import record_referral
 from models.db import database
-from models.referrals import AuditEvent, Referral, ReferralEvent
+from models.referrals import Referral, ReferralEvent
 
 KINDS = ("processed", "dispatched", "failed", "dsn-failed", "dsn-delayed", "dsn-delivered")
 DEFAULT_TIMEOUT = dt.timedelta(minutes=60)
@@ -79,8 +80,8 @@ def record_notification(original_message_id: str, kind: str, *, sender: str = ""
 
 
 def _audit(at: dt.datetime, referral_id: int, what: str) -> None:
-    AuditEvent.create(at=at, username="", action=f"referral.{what}", object_type="referral",
-                      object_id=str(referral_id), detail="delivery notification")
+    record_referral(f"referral.{what}", referral_id, outcome="ok" if what == "delivered" else "failed",
+                    detail="delivery notification")
 
 
 def fail_unconfirmed(timeout: dt.timedelta = DEFAULT_TIMEOUT, channel: str = "direct") -> list[int]:

@@ -22,12 +22,13 @@ from dataclasses import asdict, dataclass
 from peewee import JOIN, fn
 
 from models import clock
+from models.audit import record
 from models.db import database
 from models.documents import Attachment, file_document
 from models.patients import Patient
 from models.referral_history import HistoryError, get_referral, local_today, mark_received_refusal, \
     mark_report_received
-from models.referrals import AuditEvent, Document, InboundMessage, OutboxJob, Referral, ReferralEvent
+from models.referrals import Document, InboundMessage, OutboxJob, Referral, ReferralEvent
 
 STATES = ("new", "filed", "unfiled", "rejected", "failed")
 KINDS = ("report", "notification", "other")
@@ -299,7 +300,7 @@ def attach_to_patient(inbound_id: int, mrn: str, *, referral_id: int | None = No
                                             OutboxJob.state == HELD):
             OutboxJob.update(state="pending", due_at=now, payload=_redated(bytes(job.payload), now)).where(
                 OutboxJob.id == job.id).execute()
-        AuditEvent.create(at=now, username=username, action="inbound.attach", object_type="inbound_message",
-                          object_id=str(inbound_id),
-                          detail=f"patient_id={patient.id}; referral_id={chosen or ''}; closed={closed}")
+        record("inbound.attach", username=username, patient_mrn=patient.mrn, object_type="inbound_message",
+               object_id=str(inbound_id),
+               detail=f"patient_id={patient.id}; referral_id={chosen or ''}; closed={closed}")
     return inbox_row(inbound_id)

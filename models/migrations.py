@@ -115,12 +115,46 @@ def _m005_outbox_external_id(db: pw.Database) -> None:
                    f"ON {open_q}outbox_job{close_q} ({open_q}external_id{close_q})")
 
 
+#: Migration 6's columns, as written then.
+_AUDIT_COLUMNS = [
+    ("patient_mrn", "VARCHAR(255) NOT NULL DEFAULT ''"),
+    ("outcome", "VARCHAR(255) NOT NULL DEFAULT 'ok'"),
+    ("prev_hash", "VARCHAR(64) NOT NULL DEFAULT ''"),
+    ("hash", "VARCHAR(64) NOT NULL DEFAULT ''"),
+]
+
+
+def _m006_audit_chain(db: pw.Database) -> None:
+    """The audit log says which patient (by MRN) and how it went, and is hash-chained: the rows written before
+    (none has a hash) are chained here, oldest first, so the chain verifies on an upgraded database."""
+    from models.audit import chain_unhashed_rows
+
+    open_q, close_q = db.quote[0], db.quote[1]
+    have = {column.name for column in db.get_columns("audit_event")}
+    for name, ddl in _AUDIT_COLUMNS:
+        if name not in have:
+            db.execute_sql(f"ALTER TABLE {open_q}audit_event{close_q} ADD COLUMN {open_q}{name}{close_q} {ddl}")
+    for name, column in (("audit_event_patient_mrn", "patient_mrn"), ("audit_event_username", "username")):
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS {open_q}{name}{close_q} "
+                       f"ON {open_q}audit_event{close_q} ({open_q}{column}{close_q})")
+    chain_unhashed_rows()
+
+
+def _m007_user_logins_and_passwords(db: pw.Database) -> None:
+    """Each staff account's operating-system login and password hash (models/users.py)."""
+    from models.users import migrate_users
+
+    migrate_users(db)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "patient search indexes", _m002_search_indexes),
     (3, "patient sex, gender identity and sexual orientation", _m003_patient_sogi),
     (4, "inbound messages, their documents, and MDN jobs", _m004_inbound_and_notification_jobs),
     (5, "outbox job provider ids", _m005_outbox_external_id),
+    (6, "hash-chained audit log with patient and outcome", _m006_audit_chain),
+    (7, "staff account logins and password hashes", _m007_user_logins_and_passwords),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -45,10 +45,13 @@ class Provider(BaseModel):
 
 
 class User(BaseModel):
-    """Someone who signs in to referdesk; clinicians are linked to their Provider record."""
+    """Someone who signs in to referdesk; clinicians are linked to their Provider record. Accounts, sign-in and
+    passwords are models/users.py's; what each role may do is models/access.py's."""
 
     username = pw.CharField(unique=True)
     display_name = pw.CharField()
     role = pw.CharField(default="front-desk")  # front-desk | clinician | admin
     provider = pw.ForeignKeyField(Provider, null=True, backref="users", on_delete="SET NULL")
     active = pw.BooleanField(default=True)
+    os_user = pw.CharField(default="")  # the operating-system login that is this account ("": same as username)
+    password_hash = pw.CharField(default="")  # scrypt$n$r$p$salt$hash (models.users); "": no password set

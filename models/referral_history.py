@@ -16,9 +16,10 @@ from peewee import fn
 
 from models import clock
 from models.addresses import format_fax
+from models.audit import record_referral
 from models.db import database
 from models.patients import Patient
-from models.referrals import STATUSES, AuditEvent, Document, OutboxJob, Referral, ReferralEvent
+from models.referrals import STATUSES, Document, OutboxJob, Referral, ReferralEvent
 from models.referring import new_message_id
 
 #: Statuses still on their way: nothing final has happened yet.
@@ -282,8 +283,7 @@ def _guarded_update(referral_id: int, expected: tuple[str, ...], **changes) -> N
 
 
 def _audit(now: dt.datetime, username: str, action: str, referral_id: int, detail: str = "") -> None:
-    AuditEvent.create(at=now, username=username, action=action, object_type="referral",
-                      object_id=str(referral_id), detail=detail)
+    record_referral(action, referral_id, username=username, detail=detail)
 
 
 def mark_report_received(referral_id: int, on: dt.date, *, username: str = "",

@@ -109,7 +109,8 @@ class OutboxJob(BaseModel):
 
 
 class AuditEvent(BaseModel):
-    """Who did what to which record. Holds ids and actions only, never PHI."""
+    """Who did what to which record. Holds ids and actions only, never PHI. Append-only and hash-chained:
+    written only through models.audit.record (see there)."""
 
     at = pw.DateTimeField(index=True)
     username = pw.CharField(default="")
@@ -117,3 +118,7 @@ class AuditEvent(BaseModel):
     object_type = pw.CharField(default="")
     object_id = pw.CharField(default="")
     detail = pw.TextField(default="")
+    patient_mrn = pw.CharField(default="", index=True)  # the patient the action concerned, by MRN only
+    outcome = pw.CharField(default="ok")  # ok, or what went wrong / the verdict (failed, untrusted, …)
+    prev_hash = pw.CharField(max_length=64, default="")  # the hash of the row before (models.audit.GENESIS first)
+    hash = pw.CharField(max_length=64, default="")  # SHA-256 over prev_hash and this row's values

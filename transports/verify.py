@@ -16,6 +16,7 @@ from pathlib import Path
 
 from models import clock
 from models.address_book import contact_by_address, remember_verification
+from models.audit import record
 from models.addresses import AddressError, check_direct_address, check_fax_number, format_fax
 
 VERIFIED, INVALID, UNVERIFIED = "verified", "invalid", "unverified"
@@ -66,6 +67,8 @@ def _checked_now(address: str, settings) -> Verdict:
     found = check_recipient(address, settings)
     at = found.checked_at or clock.now()
     remember_verification(address, found.state, found.reason, found.fingerprint, at)
+    record("direct.verify", object_type="direct_address", object_id=address, outcome="ok" if found.ok else found.state,
+           detail=f"source={found.source or 'dns'}")
     state = VERIFIED if found.ok else UNVERIFIED if found.temporary else INVALID
     reason = found.reason
     if found.ok:

@@ -8,11 +8,27 @@ from __future__ import annotations
 from functools import partial
 from typing import Iterable
 
+from rich.segment import Segment
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.filter import LineFilter
 from textual.screen import Screen
 
 from models.config import Config
+from models.safe_text import has_unsafe, strip_unsafe
+
+
+class TerminalSafe(LineFilter):
+    """The last line of defence for text from outside (models.safe_text): Textual and Rich pass ESC, C1 and
+    bidi controls in a widget's text straight to the terminal, so they are removed from every rendered line.
+    They take no cells, so nothing moves; the screens that show names make them visible first (display_text)."""
+
+    def apply(self, segments: list[Segment], background) -> list[Segment]:
+        if not any(not control and has_unsafe(text) for text, _, control in segments):
+            return segments
+        cleaned = [segment if segment.control else Segment(strip_unsafe(segment.text), segment.style)
+                   for segment in segments]
+        return [segment for segment in cleaned if segment.text or segment.control]
 
 
 class ReferdeskApp(App[None]):
@@ -25,6 +41,7 @@ class ReferdeskApp(App[None]):
         Binding("f3,ctrl+r", "referrals", "Referrals", id="app.referrals", show=False),
         Binding("f4,ctrl+o", "practice_documents", "Documents", id="app.documents", show=False),
         Binding("f5,ctrl+g", "inbox", "Inbox", id="app.inbox", show=False),
+        Binding("f7,ctrl+t", "audit_log", "Audit log", id="app.audit", show=False),
         Binding("f1,question_mark", "help", "Help", id="app.help"),
     ]
     # Screens lay out tighter on 24-line terminals ("-short") than on tall ones.
@@ -33,11 +50,14 @@ class ReferdeskApp(App[None]):
     def __init__(self, config: Config | None = None, *, demo: bool = False, username: str = "",
                  start: str = "search") -> None:
         super().__init__()
+        self._filters.append(TerminalSafe())  # Textual's own hook for post-render filters (NO_COLOR uses it)
         self.start = start
         self.config = config
         self.demo = demo
         self.username = username
         self.outbox = None  # the in-app outbox worker (transports.outbox.BackgroundOutbox) when Direct is set up
+        self.identity = None  # models.users.Identity: who is at the keyboard (set on mount)
+        self.signed_in = False  # until then the app's own keys (F2, F3, the palette…) do nothing
         ui = config.section("ui") if config else {}
         self.cursor_blink = bool(ui.get("cursor_blink", False))
         if ui.get("theme"):
@@ -49,8 +69,70 @@ class ReferdeskApp(App[None]):
         keymap = self.config.section("keymap") if self.config else {}
         if keymap:
             self.set_keymap({str(k): str(v) for k, v in keymap.items()})
+        self.sign_in()
+
+    # --- access (models/users.py, models/access.py) ---------------------------------------------------------
+
+    def sign_in(self) -> None:
+        """Refused (a screen saying why, then exit), asked for the account's password, or straight in."""
+        from models.users import who_is_here
+
+        identity = self.identity = who_is_here(self.config)
+        if identity.mode == "accounts" or not self.username:
+            self.username = identity.username
+        if identity.refused:
+            self._refuse(identity.refusal)
+        elif identity.needs_password:
+            from tui.screens.login import LoginScreen
+
+            self.push_screen(LoginScreen(identity.login, identity.account), self._signed_in)
+        else:
+            self._signed_in(True)
+
+    def _signed_in(self, ok: bool | None) -> None:
+        if not ok:
+            from tui.screens.login import TRIES
+
+            self.exit(None, return_code=1, message=None if ok is None else
+                      f"{TRIES} wrong passwords: referdesk closed. Ask your administrator if it is forgotten.")
+            return
+        self.signed_in = True
+        self._start()
+
+    def _refuse(self, reason: str) -> None:
+        from tui.screens.login import RefusalScreen, full_stop
+
+        self.push_screen(RefusalScreen(reason), lambda _: self.exit(None, return_code=1, message=full_stop(reason)))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Until someone is signed in, only quitting and moving the focus work: no F2, F3, Help or palette."""
+        return self.signed_in or action in ("quit", "help_quit", "focus_next", "focus_previous", "bell")
+
+    def can(self, action: str) -> bool:
+        """Whether the signed-in person may do `action` (models/access.py); everything in open mode."""
+        return self.signed_in and self.identity is not None and self.identity.can(action)
+
+    def allowed(self, action: str) -> bool:
+        """`can`, saying who may when the answer is no: call it first in an action's handler."""
+        if self.can(action):
+            return True
+        self.notify(self._refusal(action), title="Not allowed", severity="warning", markup=False, timeout=8)
+        return False
+
+    def _refusal(self, action: str) -> str:
+        from models.access import refusal
+
+        account = self.identity.account if self.identity is not None else None
+        return refusal(action, account.username if account else "", account.role if account else None)
+
+    # --- end of access ---------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
         self.start_outbox()
         if self.start == "direct-setup":
+            if not self.can("setup"):  # access: `referdesk setup direct` is the administrator's
+                self._refuse(self._refusal("setup"))
+                return
             from tui.screens.direct_setup import DirectSetupScreen
 
             self.push_screen(DirectSetupScreen(), self.exit)
@@ -133,6 +215,11 @@ class ReferdeskApp(App[None]):
         if not missing:
             self._referral_dialog(note_id, channel, direction)
             return
+        if not self.can("setup"):  # access: only an administrator may set Direct up
+            self.notify(f"Direct is not set up yet ({', '.join(missing)} missing), and only administrators may set "
+                        "it up: ask your administrator. eFax and Download/Print still work.",
+                        title="Nothing was sent", severity="warning", timeout=8)
+            return
         from tui.screens.direct_setup import DirectSetupScreen
 
         def set_up(saved: bool | None) -> None:
@@ -185,6 +272,14 @@ class ReferdeskApp(App[None]):
         if not isinstance(self.screen, InboxScreen) and not self._leaving_would_lose_work():
             self._back_to_search()
             self.push_screen(InboxScreen())
+
+    def action_audit_log(self) -> None:
+        from tui.screens.audit import AuditScreen
+
+        if (not isinstance(self.screen, AuditScreen) and not self._leaving_would_lose_work()
+                and self.allowed("audit")):
+            self._back_to_search()
+            self.push_screen(AuditScreen())
 
     def action_help(self) -> None:
         from tui.dialogs.help import HelpDialog

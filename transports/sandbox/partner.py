@@ -17,6 +17,7 @@ import signal
 from dataclasses import dataclass
 
 from models import clock
+from models.audit import record
 from models.db import database, open_database
 from models.patients import Note, Patient
 from models.practice import Practice, Provider
@@ -105,8 +106,8 @@ def answer(inbound_id: int, patient_id: int, sender: str, consultant: Provider) 
         username="sandbox-consultant")
     with database.atomic():
         referral = submit_referral(draft, build_attachments(draft))
-        AuditEvent.create(at=clock.now(), username="sandbox-consultant", action=ANSWERED, object_type="inbound",
-                          object_id=str(inbound_id), detail=f"referral {referral.id}")
+        record(ANSWERED, username="sandbox-consultant", patient_mrn=patient.mrn, object_type="inbound",
+               object_id=str(inbound_id), detail=f"referral {referral.id}")
     return referral.id
 
 

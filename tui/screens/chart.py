@@ -6,18 +6,24 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.markup import escape
 from textual.widgets import ContentSwitcher, Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
+from models.audit import record
 from models.charts import get_patient
+from models.safe_text import one_line
 from tui.screens.base import ReferdeskScreen
 
 SECTIONS = [("face", "Face Sheet"), ("notes", "Notes"), ("documents", "Documents"), ("referrals", "Referrals")]
 
 
 def patient_banner(patient) -> str:
-    return (f"[b]{patient.last_name}, {patient.first_name}[/b]  ·  born {patient.birth_date:%m/%d/%Y}  ·  "
-            f"{patient.sex}  ·  MRN {patient.mrn}")
+    """Markup: the name is escaped (a "[/]" in it would crash the screen, a "[link=…]" plant a hyperlink) and its
+    control characters shown, not obeyed (models.safe_text)."""
+    name = escape(one_line(f"{patient.last_name}, {patient.first_name}"))
+    return (f"[b]{name}[/b]  ·  born {patient.birth_date:%m/%d/%Y}  ·  "
+            f"{escape(one_line(patient.sex))}  ·  MRN {escape(one_line(patient.mrn))}")
 
 
 class ChartScreen(ReferdeskScreen):
@@ -58,6 +64,8 @@ class ChartScreen(ReferdeskScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        record("chart.view", username=getattr(self.app, "username", ""), patient_mrn=self.patient.mrn,
+               object_type="patient", object_id=str(self.patient.id))
         menu = self.query_one("#menu", OptionList)
         menu.highlighted = [key for key, _ in SECTIONS].index(self.section)
         menu.focus()

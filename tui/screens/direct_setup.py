@@ -23,6 +23,7 @@ from textual.widgets import (Button, ContentSwitcher, Footer, Header, Input, Lab
 
 from models import clock
 from models.addresses import AddressError, check_direct_address
+from models.audit import record
 from models.config import ConfigError, default_config_path, read_toml
 from transports.direct.identity import (DirectSetupError, Finding, describe_anchors, describe_certificate,
                                         load_identity, load_trust_anchors)
@@ -513,5 +514,7 @@ class DirectSetupScreen(ReferdeskScreen):
             except ConfigError:
                 pass
         self.saved = True
+        record("setup.direct", username=getattr(self.app, "username", ""), object_type="config",
+               object_id="direct", detail="sections=direct,smtp")
         self.notify(f"Direct settings saved to {shown_path(path)}")
         self._finish(True)

@@ -9,9 +9,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.widgets import Button, Footer, Header, Label, RadioButton, RadioSet, Static
 
 from models.charts import get_note, get_patient
+from models.safe_text import display_text, one_line
 from tui.screens.base import ReferdeskScreen
 from tui.screens.chart import patient_banner
 
@@ -45,13 +47,14 @@ class NoteViewScreen(ReferdeskScreen):
         yield Header()
         yield Static(patient_banner(self.patient), id="banner")
         with VerticalScroll(id="note-body"):
-            yield Static(f"[b]{note.title or note.type}[/b]", id="note-title")
-            signed = (f"signed by {note.signed_by} {note.signed_at:%m/%d/%Y %H:%M}" if note.signed
+            yield Static(f"[b]{escape(one_line(note.title or note.type))}[/b]", id="note-title")
+            signed = (f"signed by {escape(one_line(note.signed_by))} {note.signed_at:%m/%d/%Y %H:%M}" if note.signed
                       else "[b]UNSIGNED[/b]")
-            yield Static(f"Written {note.written:%m/%d/%Y %H:%M} by {note.author} · {signed}", id="note-meta")
+            yield Static(f"Written {note.written:%m/%d/%Y %H:%M} by {escape(one_line(note.author))} · {signed}",
+                         id="note-meta")
             for title, text in note.sections:
-                yield Static(title, classes="note-heading")
-                yield Static(text, classes="note-text", markup=False)
+                yield Static(one_line(title), classes="note-heading", markup=False)
+                yield Static(display_text(text), classes="note-text", markup=False)
         yield Static("", id="outcome")
         with Vertical(id="taskbar"):
             if note.signed:
@@ -77,7 +80,7 @@ class NoteViewScreen(ReferdeskScreen):
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action in ("direction", "send") and not self.note.signed:
             return None  # shown greyed out: the bar says why
-        if action == "send" and self.direction is None:
+        if action == "send" and (self.direction is None or not self.app.can("send-referral")):  # access
             return None
         return True
 
@@ -96,6 +99,8 @@ class NoteViewScreen(ReferdeskScreen):
         self.action_send(event.button.id.removeprefix("send-"))
 
     def action_send(self, channel: str) -> None:
+        if not self.app.allowed("send-referral"):  # access: says who may
+            return
         if not self.note.signed or self.direction is None:
             self.notify("Choose Receiving or Transferring first.", severity="warning")
             return

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
 from models import clock
+from models.safe_text import one_line
 from models.referral_history import (
     HistoryError,
     ReferralDetail,
@@ -178,7 +179,10 @@ class ReferralDetailScreen(ReferdeskScreen):
         table.clear(columns=True)
         table.add_columns("File", "Kind", "Type", "Size")
         for item in detail.attachments:
-            table.add_row(item.filename, item.kind, item.media_type, human_size(item.size), key=str(item.id))
+            # Text, not str: DataTable reads str cells as markup, and these come from received messages
+            table.add_row(Text(one_line(item.filename), no_wrap=True, end=""), item.kind,
+                          Text(one_line(item.media_type), no_wrap=True, end=""), human_size(item.size),
+                          key=str(item.id))
         table.display = bool(detail.attachments)
         self.query_one("#no-attachments").display = not detail.attachments
 
@@ -198,6 +202,8 @@ class ReferralDetailScreen(ReferdeskScreen):
         return False
 
     def action_mark_received(self) -> None:
+        if not self.app.allowed("mark-received"):  # access: says who may
+            return
         if self._refused(self.detail and mark_received_refusal(self.detail.row), "Cannot mark the report received"):
             return
         from tui.dialogs.mark_received import MarkReceivedDialog

@@ -1,0 +1,78 @@
+"""`referdesk audit`: the audit log from the command line, newest first, and a check of its hash chain.
+
+Wired into tui/cli.py's parser by `add_audit_parser(commands)`; like every verb, it imports the models only
+when it runs, so `referdesk --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_LIMIT = 500
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """List audit rows (id, time, user, action, patient MRN, object, outcome), or with --verify check that no
+    row was edited, deleted or inserted since it was written."""
+    import datetime as dt
+
+    from tui.cli import EXIT_ERROR, CommandError, _open, _print_json, _say
+
+    _open(args)
+    from models.audit import AuditError, query, verify_chain
+
+    if args.verify:
+        report = verify_chain()
+        if args.json:
+            _print_json(report.as_json())
+        elif report.ok:
+            print(f"audit chain intact: {report.rows} row{'s' if report.rows != 1 else ''}")
+        else:
+            print(f"audit chain BROKEN at row {report.first_bad_id} (of {report.rows}): {report.reason}")
+        return 0 if report.ok else EXIT_ERROR
+    since = None
+    if args.since:
+        try:
+            since = dt.date.fromisoformat(args.since)
+        except ValueError:
+            raise CommandError(f"--since {args.since!r} is not a date; use YYYY-MM-DD, e.g. 2026-10-31") from None
+    try:
+        rows = query(patient_mrn=args.patient, username=args.user, action=args.action, since=since,
+                     limit=args.limit)
+    except AuditError as exc:
+        raise CommandError(f"--limit: {exc}") from exc
+    if args.json:
+        _print_json([row.as_json() for row in rows])
+        return 0
+    if not rows:
+        _say("no audit row matches")
+        return 0
+    if len(rows) >= args.limit:
+        _say(f"showing the newest {args.limit} rows; narrow them with --patient, --user, --action or --since")
+    from models import clock
+
+    for row in rows:
+        print(f"{row.id:>7}  {clock.local(row.at):%Y-%m-%d %H:%M:%S}  {row.username or '-':<16} {row.action:<24} "
+              f"{row.patient_mrn or '-':<10} {row.object or '-':<24} {row.outcome}"
+              + (f"  {row.detail}" if row.detail and args.detail else ""))
+    return 0
+
+
+def add_audit_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add `audit` to the top-level subcommands (`commands` in tui.cli.build_parser)."""
+    help_text = ("the audit log, newest first (id, local time, user, action, patient MRN, object, outcome); "
+                 "--verify checks its hash chain")
+    audit = commands.add_parser("audit", help=help_text, description=help_text)
+    audit.set_defaults(handler=cmd_audit)
+    audit.add_argument("--patient", metavar="MRN", help="only rows about this patient")
+    audit.add_argument("--user", metavar="U", help="only rows by this user")
+    audit.add_argument("--action", metavar="A", help="only this action, or a family of them: 'referral' "
+                       "matches referral.create, referral.fax, …")
+    audit.add_argument("--since", metavar="YYYY-MM-DD", help="rows from this (local) day on")
+    audit.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+                       help=f"at most N rows (default {DEFAULT_LIMIT})")
+    audit.add_argument("--detail", action="store_true", help="add each row's detail (ids and codes)")
+    audit.add_argument("--json", action="store_true", help="the rows (or with --verify the verdict) as JSON")
+    audit.add_argument("--verify", action="store_true", help="check the hash chain: exit 0 when intact, 1 "
+                       "naming the first row edited, deleted or inserted")
+    return audit
