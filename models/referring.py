@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from models import clock
 from models.addresses import AddressError, check_direct_address, check_fax_number
+from models.audit import record
 from models.contacts import Contact
 from models.db import database
 from models.documents import Attachment, file_document
 from models.patients import Note, Patient
 from models.practice import Practice, User
-from models.referrals import CHANNELS, DIRECTIONS, AuditEvent, Document, OutboxJob, Referral, ReferralEvent
+from models.referrals import CHANNELS, DIRECTIONS, Document, OutboxJob, Referral, ReferralEvent
+from models.safe_text import one_line
 
 #: The Summary of Care items, in the order the dialog lists them. All are sent unless the user unticks them.
 SUMMARY_OF_CARE: list[tuple[str, str]] = [
@@ -151,7 +154,8 @@ def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Refe
             contact=Contact.get_or_none(Contact.id == draft.contact_id) if draft.contact_id else None,
             reason=draft.reason.strip(),
             urgency=draft.urgency,
-            subject=draft.subject.strip() or default_subject(patient, draft.direction),
+            # A subject is a mail header: one line, no control characters, whatever a name or the user typed.
+            subject=one_line(draft.subject.strip() or default_subject(patient, draft.direction), 255),
             message=draft.message,
             include_note=draft.include_note,
             excluded_sections=json.dumps(sorted(draft.excluded_sections)),
@@ -170,8 +174,8 @@ def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Refe
         OutboxJob.create(referral=referral, channel=draft.channel, due_at=now, created_at=now,
                          recipient=recipient if draft.channel == "efax" else "",
                          payload=_job_options(draft))
-        AuditEvent.create(at=now, username=draft.username, action="referral.create", object_type="referral",
-                          object_id=str(referral.id), detail=f"channel={draft.channel}")
+        record("referral.create", username=draft.username, patient_mrn=patient.mrn, object_type="referral",
+               object_id=str(referral.id), detail=f"channel={draft.channel}")
     return referral
 
 
@@ -217,7 +221,9 @@ def referral_outcome(referral_id: int) -> tuple[str, str]:
     to = format_fax(referral.recipient) if referral.channel == "efax" else referral.recipient
     if referral.channel == "print":
         if referral.status in ("delivered", "report-received"):
-            return f"Saved — referral #{referral.id}: {_last_detail(referral, 'delivered')}", "sent"
+            home = str(Path.home())
+            detail = _last_detail(referral, "delivered").replace(f" in {home}/", " in ~/")  # shorter to read
+            return f"Saved — referral #{referral.id}: {detail}", "sent"
         if referral.status == "failed":
             return f"Not saved — referral #{referral.id}: {referral.status_reason}", "failed"
     if referral.channel == "efax":

@@ -9,11 +9,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.markup import escape
 from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, LoadingIndicator, Static, TextArea
+from textual.worker import Worker, WorkerState
 
 from models.documents import Attachment
 from models.patients import Patient
 from models.referring import ReferralDraft, default_message, default_subject
+from models.safe_text import one_line
 from tui.screens.base import ReferdeskScreen
 from tui.widgets.recipient_field import RecipientField
 
@@ -48,7 +51,8 @@ class ComposeScreen(ReferdeskScreen):
         channel = self.draft.channel
         yield Header()
         yield Static(f"[b]{TITLES[channel]}[/b] — {self.draft.direction} referral for "
-                     f"{self.patient.last_name}, {self.patient.first_name} (MRN {self.patient.mrn})", id="title")
+                     f"{escape(one_line(f'{self.patient.last_name}, {self.patient.first_name}'))} "
+                     f"(MRN {escape(one_line(self.patient.mrn))})", id="title")
         with VerticalScroll(id="form"):
             yield RecipientField(channel, self.default_folder if channel == "print" else "", id="recipient")
             if channel == "efax":
@@ -212,7 +216,9 @@ class ComposeScreen(ReferdeskScreen):
         self.submit(draft, self.attachments)
 
     @work(thread=True, exclusive=True, group="submit-referral", exit_on_error=False)
-    def submit(self, draft: ReferralDraft, attachments: list[Attachment]) -> None:
+    def submit(self, draft: ReferralDraft, attachments: list[Attachment]) -> int | None:
+        """Store (and, for print, save) the referral; its id when done. The window closes when this worker has
+        finished (submitted), not from inside it: closing cancels the screen's workers."""
         from models.db import database
         from models.documents import DocumentError
         from models.referring import ReferralError
@@ -227,8 +233,14 @@ class ComposeScreen(ReferdeskScreen):
                     print_now(referral.id)
         except (ReferralError, DocumentError) as exc:
             self.app.call_from_thread(self._failed, str(exc))
-            return
-        self.app.call_from_thread(self.dismiss, referral.id)
+            return None
+        return referral.id
+
+    @on(Worker.StateChanged)
+    def submitted(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "submit-referral" and event.state == WorkerState.SUCCESS:
+            if event.worker.result is not None:
+                self.dismiss(event.worker.result)
 
     def _failed(self, reason: str) -> None:
         self.sending = False
