@@ -24,6 +24,13 @@ SQLITE_PRAGMAS = {
     "cache_size": -32000,
 }
 
+#: How every transaction (`database.atomic()`) begins on SQLite: IMMEDIATE takes the write lock at BEGIN, waiting
+#: out the busy timeout. A DEFERRED transaction that reads first (a lookup before an INSERT, as most do) and
+#: then writes cannot wait: if another process wrote meanwhile, or holds the lock, its upgrade fails at once
+#: with "database is locked" whatever the busy timeout (tests/test_concurrency.py). A transaction that only
+#: reads and wants no lock asks for `database.atomic("DEFERRED")`.
+SQLITE_LOCK_TYPE = "IMMEDIATE"
+
 
 class BaseModel(peewee.Model):
     class Meta:
@@ -63,7 +70,8 @@ def make_database(url: str) -> peewee.Database:
     sqlite_path = sqlite_path_from_url(url)
     if sqlite_path is not None:
         _create_private_file(sqlite_path)
-        return peewee.SqliteDatabase(str(sqlite_path), pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        return peewee.SqliteDatabase(str(sqlite_path), pragmas=SQLITE_PRAGMAS, check_same_thread=False,
+                                     lock_type=SQLITE_LOCK_TYPE)
     parsed = urlparse(url)
     if parsed.scheme in ("postgres", "postgresql"):
         from playhouse.db_url import connect
@@ -123,4 +131,11 @@ def bulk_insert(model: type[BaseModel], fields: list[str], rows: list[tuple]) ->
     quoted = ", ".join(f"{open_q}{c}{close_q}" for c in columns)
     placeholders = ", ".join([db.param] * len(columns))
     sql = f"INSERT INTO {open_q}{model._meta.table_name}{close_q} ({quoted}) VALUES ({placeholders})"
+    flags = [i for i, name in enumerate(fields) if isinstance(model._meta.fields[name], peewee.BooleanField)]
+    if flags and not isinstance(db, peewee.SqliteDatabase):  # PostgreSQL will not take 0/1 for a boolean
+        rows = [tuple(bool(v) if i in flags and v is not None else v for i, v in enumerate(row)) for row in rows]
     db.cursor().executemany(sql, rows)
+    if "id" in fields and isinstance(db, peewee.PostgresqlDatabase):  # ids given: move the sequence past them
+        table = model._meta.table_name
+        db.execute_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                       f"(SELECT COALESCE(MAX(id), 1) FROM {open_q}{table}{close_q}))")

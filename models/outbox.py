@@ -14,7 +14,7 @@ from typing import Iterable
 from peewee import fn
 
 from models import clock
-from models.db import database
+from models.db import database, is_sqlite
 from models.referrals import OutboxJob, Referral, ReferralEvent
 
 LEASE = dt.timedelta(minutes=10)
@@ -70,15 +70,20 @@ def claim_due_jobs(worker: str, channels: Iterable[str], *, limit: int = 20,
     """Take up to `limit` due jobs for `channels`; the referral of each becomes `sending`."""
     now = clock.now()
     channels = tuple(channels)
-    candidates = [row for row in (OutboxJob.select(OutboxJob.id)
-                                  .where(OutboxJob.channel.in_(channels), _due(now), ~_mdn_waits(), ~_line_busy())
-                                  .order_by(OutboxJob.due_at, OutboxJob.id).limit(limit).tuples())]
-    claimed = []
-    for (job_id,) in candidates:
-        job = _take(job_id, worker, now, lease, _due(now) & ~_line_busy())
-        if job is not None:
-            claimed.append(job)
-    return claimed
+    query = (OutboxJob.select(OutboxJob.id)
+             .where(OutboxJob.channel.in_(channels), _due(now), ~_mdn_waits(), ~_line_busy())
+             .order_by(OutboxJob.due_at, OutboxJob.id).limit(limit))
+    if is_sqlite():  # one writer at a time: the guarded UPDATE in _take settles any race
+        # Read every candidate first: while a SELECT is still being stepped its read transaction stays open, and
+        # _take's write transaction could then not wait for the lock ("database is locked" at once).
+        ids = [job_id for (job_id,) in query.tuples()]
+        return [job for job_id in ids
+                if (job := _take(job_id, worker, now, lease, _due(now) & ~_line_busy())) is not None]
+    # PostgreSQL, workers on several hosts: each locks the rows it takes and skips the ones others hold.
+    with database.atomic():
+        ids = [job_id for (job_id,) in query.for_update("FOR UPDATE SKIP LOCKED").tuples()]
+        return [job for job_id in ids
+                if (job := _take(job_id, worker, now, lease, _due(now) & ~_line_busy())) is not None]
 
 
 def claim_job(worker: str, job_id: int, *, lease: dt.timedelta = LEASE) -> ClaimedJob | None:

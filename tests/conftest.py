@@ -36,14 +36,71 @@ def fresh_direct_caches():
         recipient.DEFAULT_CACHES.clear()
 
 
+#: Set to a PostgreSQL server URL (e.g. postgresql://postgres@127.0.0.1:5432/) to run the database fixtures
+#: (`db`, `seeded`) on PostgreSQL: each test gets its own database, made from a seeded template database.
+TEST_PG = os.environ.get("REFERDESK_TEST_PG", "").rstrip("/")
+
+
+class PgDatabases:
+    """Create and drop per-test databases on the PostgreSQL server named by REFERDESK_TEST_PG."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.count = 0
+
+    def url(self, name: str) -> str:
+        return f"{self.server}/{name}"
+
+    def _admin(self, sql: str) -> None:
+        import psycopg2
+
+        connection = psycopg2.connect(self.url("postgres"))
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+        finally:
+            connection.close()
+
+    def create(self, template: str | None = None) -> str:
+        self.count += 1
+        name = f"rd_test_{os.getpid()}_{self.count}"
+        self._admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return name
+
+    def drop(self, name: str) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg():
+    if not TEST_PG:
+        yield None
+        return
+    databases = PgDatabases(TEST_PG)
+    made: list[str] = []
+    original = databases.create
+    databases.create = lambda template=None: made.append(original(template)) or made[-1]
+    yield databases
+    for name in made:
+        databases.drop(name)
+
+
 @pytest.fixture
 def db_path(tmp_path):
     return tmp_path / "referdesk.db"
 
 
 @pytest.fixture
-def db(db_path):
-    """An empty, fully migrated database."""
+def db(db_path, pg):
+    """An empty, fully migrated database (on PostgreSQL when REFERDESK_TEST_PG is set)."""
+    if pg is not None:
+        name = pg.create()
+        database = open_database(pg.url(name))
+        yield database
+        close_database()
+        pg.drop(name)
+        return
     database = open_database(sqlite_url(db_path))
     yield database
     close_database()
@@ -62,10 +119,37 @@ def seeded_template(tmp_path_factory):
 
 
 @pytest.fixture
-def seeded(seeded_template, tmp_path):
-    """A private copy of the seeded database, open."""
+def sqlite_db(db_path):
+    """An empty, fully migrated SQLite file, whatever REFERDESK_TEST_PG says (tests of the SQLite store)."""
+    database = open_database(sqlite_url(db_path))
+    yield database
+    close_database()
+
+
+@pytest.fixture(scope="session")
+def seeded_pg_template(pg):
+    """The seeded database as a PostgreSQL template (REFERDESK_TEST_PG), made once per session."""
+    from models.seed import seed
+
+    name = pg.create()
+    open_database(pg.url(name))
+    seed(300)
+    close_database()
+    return name
+
+
+@pytest.fixture
+def seeded(seeded_template, tmp_path, pg, request):
+    """A private copy of the seeded database, open (on PostgreSQL when REFERDESK_TEST_PG is set)."""
     import shutil
 
+    if pg is not None:
+        name = pg.create(template=request.getfixturevalue("seeded_pg_template"))
+        database = open_database(pg.url(name))
+        yield database
+        close_database()
+        pg.drop(name)
+        return
     path = tmp_path / "referdesk.db"
     shutil.copy(seeded_template, path)
     database = open_database(sqlite_url(path))

@@ -61,7 +61,7 @@ def test_unseen_messages_are_stored_then_marked_seen_and_not_fetched_again(db, d
         assert first.error == ""
         assert first.fetched == 2 and first.accepted + first.rejected + first.duplicates == 2
         rows = list(InboundMessage.select().order_by(InboundMessage.id))
-        assert [row.raw for row in rows] == [message(1), message(2)]
+        assert [bytes(row.raw) for row in rows] == [message(1), message(2)]
         assert {row.channel for row in rows} == {"imap"}
         assert all("\\Seen" in m.flags for m in server.messages)
         assert "UID FETCH" in server.commands and "UID STORE" in server.commands

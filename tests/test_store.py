@@ -16,7 +16,8 @@ from models.patients import Patient
 from models.schema import ALL_MODELS
 
 
-def test_fresh_database_is_private_and_fully_migrated(db, db_path):
+def test_fresh_database_is_private_and_fully_migrated(sqlite_db, db_path):
+    db = sqlite_db
     assert stat.S_IMODE(os.stat(db_path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(db_path.parent).st_mode) & 0o077 == 0 or db_path.parent.exists()
     assert current_version(db) == LATEST_VERSION

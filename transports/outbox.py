@@ -14,12 +14,14 @@ import os
 import random
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from models.config import Config
 from models.delivery import fail_unconfirmed
-from models.outbox import ClaimedJob, LeaseLost, claim_due_jobs, job_failed, job_retry, job_sent, pending_count
+from models.outbox import (LEASE, ClaimedJob, LeaseLost, claim_due_jobs, job_failed, job_retry, job_sent,
+                           pending_count)
 from transports.direct.smtp_send import retry_delay
 
 MAX_ATTEMPTS = 40  # with delays capped at 24 h: several days of a HISP being down before giving up
@@ -59,12 +61,23 @@ class OutboxWorker:
         self.rng = rng or random.Random()
         self._direct = None
         self._fax_setup = None
+        self._recorder: ThreadPoolExecutor | None = None
         self.last_error = ""  # why the last round broke off, for whoever shows the worker's state
 
     @property
     def mdn_timeout(self) -> dt.timedelta:
         minutes = self.config.section("direct").get("mdn_timeout_minutes", 60)
         return dt.timedelta(minutes=float(minutes))
+
+    @property
+    def lease(self) -> dt.timedelta:
+        """How long a claim holds (`[worker] lease_seconds`, default 10 min): a worker killed mid-send leaves its
+        jobs to the next worker once this runs out, so it must outlast the slowest batch this worker sends."""
+        try:
+            seconds = float(self.config.section("worker").get("lease_seconds", 0))
+        except (TypeError, ValueError):
+            seconds = 0
+        return dt.timedelta(seconds=seconds) if seconds > 0 else LEASE
 
     def _direct_context(self):
         from transports.direct.sender import DirectContext
@@ -112,7 +125,7 @@ class OutboxWorker:
         summary.unconfirmed = len(await asyncio.to_thread(fail_unconfirmed, self.mdn_timeout))
         ready = await self._ready_channels(summary)
         while True:
-            jobs = await asyncio.to_thread(claim_due_jobs, self.name, tuple(ready))
+            jobs = await asyncio.to_thread(claim_due_jobs, self.name, tuple(ready), lease=self.lease)
             if not jobs:
                 return summary
             direct = [job for job in jobs if job.channel == "direct"]
@@ -172,6 +185,14 @@ class OutboxWorker:
             while not sessions.empty():
                 await sessions.get_nowait().close()
 
+    async def _record(self, outcome, *args) -> None:
+        """Write a send's outcome on a thread kept for that: a message the HISP has accepted is recorded at once,
+        not after the sealing and certificate checks queued on the shared threads (every moment between the
+        HISP's 250 and this commit is one in which a crash means the message goes out twice)."""
+        if self._recorder is None:
+            self._recorder = ThreadPoolExecutor(1, thread_name_prefix="outbox-record")
+        await asyncio.get_running_loop().run_in_executor(self._recorder, outcome, *args)
+
     async def _send(self, job: ClaimedJob, context, summary: RunSummary, connection=None) -> None:
         from transports.direct.sender import send_mdn, send_referral
 
@@ -186,19 +207,19 @@ class OutboxWorker:
             outcome_state, detail = outcome.state, outcome.detail
         try:
             if outcome_state == "sent":
-                await asyncio.to_thread(job_sent, job, detail)
+                await self._record(job_sent, job, detail)
                 if job.kind == "mdn":
                     summary.mdns += 1
                 else:
                     summary.sent += 1
             elif outcome_state == "retry" and job.attempt < MAX_ATTEMPTS:
                 delay = retry_delay(job.attempt, rng=self.rng)
-                await asyncio.to_thread(job_retry, job, detail, delay)
+                await self._record(job_retry, job, detail, delay)
                 summary.retried += 1
             else:
                 if outcome_state == "retry":
                     detail = f"gave up after {job.attempt} attempts: {detail}"
-                await asyncio.to_thread(job_failed, job, detail)
+                await self._record(job_failed, job, detail)
                 summary.failed += 1
         except LeaseLost:
             return

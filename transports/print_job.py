@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 
+from models.audit import record_referral
 from models.documents import referral_files
 from models.outbox import ClaimedJob, job_delivered, job_failed
 from models.referrals import Referral
@@ -18,7 +19,7 @@ PRINTER_PREFIX = "printer:"
 
 def print_options(payload: bytes | None) -> dict:
     try:
-        options = json.loads(payload or b"{}")
+        options = json.loads(bytes(payload or b"{}"))  # PostgreSQL hands a BYTEA back as a memoryview
     except ValueError:
         return {}
     return options if isinstance(options, dict) else {}
@@ -30,11 +31,17 @@ def run_print_job(job: ClaimedJob, *, lp: str = "lp") -> tuple[str, str]:
     referral = Referral.get_by_id(job.referral_id)
     files = [(f.filename, bytes(f.content)) for f in referral_files(referral.id)]
     if referral.recipient.startswith(PRINTER_PREFIX):
+        printer = referral.recipient[len(PRINTER_PREFIX):]
         with tempfile.TemporaryDirectory(prefix="referdesk-print-") as scratch:
-            return _deliver(job, referral.id, scratch, files[:1], referral.recipient[len(PRINTER_PREFIX):], lp,
-                            keep=False)
-    printer = str(print_options(job.payload).get("printer") or "").strip()
-    return _deliver(job, referral.id, referral.recipient, files, printer, lp, keep=True)
+            state, what = _deliver(job, referral.id, scratch, files[:1], printer, lp, keep=False)
+    else:
+        printer = str(print_options(job.payload).get("printer") or "").strip()
+        state, what = _deliver(job, referral.id, referral.recipient, files, printer, lp, keep=True)
+    # Audited by printer queue only: the folder's path (and the reason, which names it) may carry a name.
+    record_referral("referral.print" if printer else "referral.export", referral.id,
+                    outcome="ok" if state == "delivered" else "failed",
+                    detail=f"printer={printer}" if printer else "saved to a folder")
+    return state, what
 
 
 def _deliver(job: ClaimedJob, referral_id: int, folder: str, files: list[tuple[str, bytes]], printer: str,

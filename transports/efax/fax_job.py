@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from models import clock
 from models.addresses import fax_e164, format_fax
+from models.audit import record_referral
 from models.documents import referral_files
 from models.outbox import ClaimedJob, job_delivered, job_failed, job_retry, job_waiting
 from models.practice import Practice
@@ -64,7 +65,7 @@ class FaxState:
     @classmethod
     def load(cls, payload: bytes | None) -> "FaxState":
         try:
-            data = json.loads(payload or b"{}")
+            data = json.loads(bytes(payload or b"{}"))  # PostgreSQL hands a BYTEA back as a memoryview
         except ValueError:
             data = {}
         return cls(int(data.get("sends", 0)), str(data.get("sent_at", "")), str(data.get("last_state", "")))
@@ -106,6 +107,14 @@ async def run_fax_job(job: ClaimedJob, provider: FaxProvider, policy: FaxPolicy)
             return "failed"
         return await asyncio.to_thread(settle, job, status, provider.name, policy, state)
     attempt = state.sends + 1
+    outcome = await _send(job, provider, policy, state, attempt)
+    await asyncio.to_thread(record_referral, "referral.fax", job.referral_id, outcome=outcome,
+                            detail=f"attempt {attempt} of {policy.max_sends} via {provider.name}")
+    return outcome
+
+
+async def _send(job: ClaimedJob, provider: FaxProvider, policy: FaxPolicy, state: FaxState, attempt: int) -> str:
+    """Hand the fax to the provider: sent (now waiting for its outcome), retry (a passing failure) or failed."""
     try:
         request = await asyncio.to_thread(_request, job.referral_id, attempt, job.id)
         fax_id = await provider.send(request)
