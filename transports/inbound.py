@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from email.message import Message
 
 from models import clock
+from models.audit import patient_mrn_for, record
 from models.db import database
 from models.delivery import record_notification
 from models.practice import Practice
 from models.referral_history import HistoryError, local_today, mark_report_received
-from models.referrals import AuditEvent, InboundMessage, ReferralEvent
+from models.referrals import InboundMessage, ReferralEvent
+from models.safe_text import one_line
 from transports import filing
 from transports.direct import acknowledge
 from transports.direct.notifications import parse_notification
@@ -51,6 +53,12 @@ class ReceiveOutcome:
     reason: str
     message_id: str
     matched_referral: int | None = None
+
+    def __post_init__(self) -> None:
+        # A reason can quote what the message carried (a zip member's name, a certificate's subject, an
+        # exception's text): one line, no control characters, wherever it goes (the stored error, the
+        # failed MDN's Failure field, `referdesk receive` on a terminal).
+        object.__setattr__(self, "reason", one_line(self.reason))
 
     def as_json(self) -> dict:
         return {"outcome": self.outcome, "reason": self.reason, "message_id": self.message_id,
@@ -308,10 +316,10 @@ def _accept_and_file(receipt: _Receipt) -> ReceiveOutcome:
                 InboundMessage.id == receipt.row.id).execute()
             if target is not None:
                 acknowledge.queue(receipt.row.id, target, "dispatched", held=state == "unfiled")
-            AuditEvent.create(at=clock.now(), action="inbound.received", object_type="inbound_message",
-                              object_id=str(receipt.row.id),
-                              detail=f"state={state}; patient_id={match.patient_id or ''}; "
-                                     f"referral_id={match.referral_id or ''}; closed={closed}")
+            record("inbound.received", patient_mrn=patient_mrn_for(match.patient_id), outcome=state,
+                   object_type="inbound_message", object_id=str(receipt.row.id),
+                   detail=f"state={state}; patient_id={match.patient_id or ''}; "
+                          f"referral_id={match.referral_id or ''}; closed={closed}")
     except _Duplicate as dup:
         InboundMessage.update(state="rejected", error=f"a second copy of inbound message {dup.earlier.id}, "
                                                       "processed at the same time; ignored").where(
@@ -351,6 +359,7 @@ def _close(receipt: _Receipt, match, filed: filing.Filed) -> tuple[bool, str]:
 
 def _accept_and_fail(receipt: _Receipt, reason: str) -> ReceiveOutcome:
     """A trusted message that cannot be filed: processed, then failed, MDNs; stored as failed."""
+    reason = one_line(reason)  # also the MDN's Failure field: a CR LF in it would add fields to the report
     target = _target(receipt)
     try:
         with database.atomic():
@@ -370,6 +379,7 @@ def _accept_and_fail(receipt: _Receipt, reason: str) -> ReceiveOutcome:
 def _fail(receipt: _Receipt, reason: str) -> ReceiveOutcome:
     """An unexpected error: stored as failed. A message that had passed the trust check is acknowledged as
     failed (if the acknowledgement itself cannot be made, the failure is still stored)."""
+    reason = one_line(reason)
     if receipt.inner_headers is not None and receipt.signer_fingerprint:
         try:
             return _accept_and_fail(receipt, reason)

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from models.safe_text import UNSAFE, one_line
+
 EXIT_ERROR = 1
 
 
@@ -24,8 +26,10 @@ def _say(message: str) -> None:
 
 
 def _print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
-    sys.stdout.write("\n")
+    # json escapes C0 controls itself; C1 and bidi controls (a name from a received C-CDA) it writes as they are,
+    # and a terminal obeys them: written as \uXXXX escapes instead, the same JSON
+    text = json.dumps(value, ensure_ascii=False, indent=2)
+    sys.stdout.write(UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", text) + "\n")
 
 
 def _open(args: argparse.Namespace):
@@ -38,6 +42,9 @@ def _open(args: argparse.Namespace):
         open_database(config.database_url)
     except (ConfigError, DatabaseError) as exc:
         raise CommandError(str(exc)) from exc
+    from tui.commands_users import authorize_cli
+
+    authorize_cli(args, config)  # [access] mode = "accounts": who runs this, and may they (exit 1 if not)
     return config
 
 
@@ -52,7 +59,11 @@ def _run_app(config, *, demo: bool = False, start: str = "search") -> object:
     os.environ.setdefault("TEXTUAL_FPS", "120")
     from tui.app import ReferdeskApp
 
-    return ReferdeskApp(config=config, demo=demo, start=start).run()
+    app = ReferdeskApp(config=config, demo=demo, start=start)
+    result = app.run()
+    if app.return_code:  # the sign-in refused the user (no account, three wrong passwords)
+        raise SystemExit(app.return_code)
+    return result
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -187,7 +198,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not hits:
             _say(f"no patient matches {text!r}")
         for hit in hits:
-            print(f"{hit.mrn}  {hit.last_name}, {hit.first_name}  {hit.birth_date.isoformat()}  {hit.sex}")
+            print(f"{hit.mrn}  {one_line(f'{hit.last_name}, {hit.first_name}')}  {hit.birth_date.isoformat()}  "
+                  f"{hit.sex}")
     return 0
 
 
@@ -204,7 +216,8 @@ def cmd_notes(args: argparse.Namespace) -> int:
         return 0
     for note in notes:
         state = "signed" if note.signed else "UNSIGNED"
-        print(f"{note.id:>8}  {note.date:%Y-%m-%d %H:%M}  {note.type:<26} {note.author:<28} {state}")
+        print(f"{note.id:>8}  {note.date:%Y-%m-%d %H:%M}  {one_line(note.type):<26} {one_line(note.author):<28} "
+              f"{state}")
     return 0
 
 
@@ -244,7 +257,8 @@ def cmd_directory_search(args: argparse.Namespace) -> int:
     if not entries:
         _say("no directory entry matches")
     for e in entries:
-        print(f"{e.npi:<10}  {e.name:<32} {e.organization:<32} {e.city}, {e.state}  {e.endpoint}")
+        print(f"{e.npi:<10}  {one_line(e.name):<32} {one_line(e.organization):<32} {one_line(e.city)}, "
+              f"{one_line(e.state)}  {one_line(e.endpoint)}")
     return 0
 
 
@@ -280,7 +294,7 @@ def cmd_referrals(args: argparse.Namespace) -> int:
         if row.report_received_on:
             status += f" {row.report_received_on.isoformat()}"
         print(f"{row.id:>6}  {row.created_at:%Y-%m-%d %H:%M}  {row.mrn:<10} {row.channel:<6} "
-              f"{row.recipient:<40} {status}  {row.message_id}")
+              f"{one_line(row.recipient):<40} {one_line(status)}  {row.message_id}")
     return 0
 
 
@@ -549,17 +563,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     kind = report.get("document_type") or {}
     patient = report.get("patient") or {}
-    print(f"{kind.get('name') or 'unknown document'} ({kind.get('code') or '?'}, {kind.get('template') or '?'})")
-    print(f"Patient: {patient.get('last_name', '')}, {patient.get('first_name', '')}  "
-          f"born {patient.get('birth_date') or '?'}  sex {patient.get('sex') or '?'}")
+    # everything below comes from the document: one line each, its control characters shown, not obeyed
+    print(one_line(f"{kind.get('name') or 'unknown document'} ({kind.get('code') or '?'}, "
+                   f"{kind.get('template') or '?'})"))
+    print(one_line(f"Patient: {patient.get('last_name', '')}, {patient.get('first_name', '')}  ")
+          + f"  born {one_line(patient.get('birth_date')) or '?'}  sex {one_line(patient.get('sex')) or '?'}")
     for section in report.get("sections", []):
-        print(f"  {section.get('title') or '(untitled)'} [{section.get('code') or '-'}]: "
-              f"{len(section.get('entries', []))} entries")
+        print("  " + one_line(f"{section.get('title') or '(untitled)'} [{section.get('code') or '-'}]: "
+                              f"{len(section.get('entries', []))} entries"))
     findings = report.get("findings", [])
     print(f"{len(findings)} finding(s)")
     for finding in findings:
         line = f" line {finding['line']}" if finding.get("line") else ""
-        print(f"  {finding['severity']}: {finding['message']} ({finding.get('location', '')}{line})")
+        print("  " + one_line(f"{finding['severity']}: {finding['message']} ({finding.get('location', '')}{line})"))
     return 0
 
 
@@ -592,8 +608,9 @@ def cmd_report_cms50(args: argparse.Namespace) -> int:
     print(f"{'ID':>6}  {'Made':<10}  {'MRN':<10} {'Patient':<24} {'Recipient':<32} {'Status':<16} {'Days':>5}")
     for gap in report.gaps:
         status = gap.status if gap.report_received_on is None else f"{gap.status} ({gap.why})"
-        print(f"{gap.referral_id:>6}  {gap.referred_on.isoformat():<10}  {gap.mrn:<10} {gap.patient_name[:24]:<24} "
-              f"{(gap.recipient_name or gap.recipient)[:32]:<32} {status:<16} {gap.days_open:>5}")
+        print(f"{gap.referral_id:>6}  {gap.referred_on.isoformat():<10}  {gap.mrn:<10} "
+              f"{one_line(gap.patient_name)[:24]:<24} {one_line(gap.recipient_name or gap.recipient)[:32]:<32} "
+              f"{status:<16} {gap.days_open:>5}")
     return 0
 
 
@@ -742,6 +759,12 @@ def build_parser() -> argparse.ArgumentParser:
     cms50.set_defaults(handler=cmd_report_cms50)
     cms50.add_argument("--year", required=True, metavar="YYYY", help="the measurement year")
     cms50.add_argument("--json", action="store_true")
+
+    from tui.commands_audit import add_audit_parser
+    from tui.commands_users import add_users_parser
+
+    add_audit_parser(commands)
+    add_users_parser(commands)
     return parser
 
 
