@@ -18,7 +18,7 @@ from fake_cups import failing_lp, recording_lp
 from models.db import close_database, open_database, sqlite_url
 from models.referrals import Document, Referral, ReferralEvent
 
-SNAPSHOT = Path(__file__).parent / "__snapshots__" / "referral_packet" / "fax-packet.txt"
+SNAPSHOT = Path(__file__).parent / "data" / "referral_packet" / "fax-packet.txt"  # text, outside syrupy's folder
 
 
 @pytest.fixture
