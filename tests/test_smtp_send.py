@@ -13,8 +13,8 @@ import pytest
 
 from direct_pki import closed_port, make_ca, make_leaf, server_context, write_key, write_pem
 from loopback_smtp import RecordingSmtp
-from transports.direct.smtp_send import (PermanentSendError, SendError, SendReceipt, SmtpSettings,
-                                         TransientSendError, retry_delay, send_message)
+from transports.direct.smtp_send import (HandOverGate, PermanentSendError, SendError, SendReceipt, SmtpConnection,
+                                         SmtpSettings, TransientSendError, retry_delay, send_message)
 
 HOST = "127.0.0.1"
 FROM = "referrals@direct.riverbend.example"
@@ -204,6 +204,32 @@ async def test_no_starttls_offered_refuses_to_send_in_clear(tls):
     assert str(caught.value).startswith(f"127.0.0.1:{server.port} does not offer STARTTLS: referdesk never sends "
                                         "over an unencrypted connection")
     assert not server.mail_commands and not server.logins and not server.received
+
+
+async def test_sessions_sharing_a_gate_take_turns_between_data_and_settled(tls):
+    """Two sessions, one gate: the second message's MAIL and RCPT go ahead, but its DATA waits until the first
+    sender says its outcome is recorded, so at most one message is ever "accepted but not yet written down"."""
+    gate = HandOverGate()
+    with starttls_server(tls) as server:
+        first = SmtpConnection(settings(server.port, tls), {}, gate=gate)
+        second = SmtpConnection(settings(server.port, tls), {}, gate=gate)
+        await first.send(RAW, mail_from=FROM, rcpt_to=[TO])
+        waiting = asyncio.ensure_future(second.send(RAW, mail_from=FROM, rcpt_to=["other@direct.cardiology.example"]))
+        await asyncio.sleep(0.5)
+        assert not waiting.done() and len(server.received) == 1
+        assert len(server.mail_commands) == 2  # the second envelope is open, its DATA not begun
+        second.settled()  # not the holder: changes nothing
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        first.settled()
+        await asyncio.wait_for(waiting, 5)
+        assert [got.rcpt_tos for got in server.received] == [[TO], ["other@direct.cardiology.example"]]
+        second.settled()
+        await first.send(RAW, mail_from=FROM, rcpt_to=[TO])  # the gate is free again
+        first.settled()
+        await first.close()
+        await second.close()
+    assert len(server.received) == 3
 
 
 def test_retry_delay_grows_is_capped_and_jittered():

@@ -51,6 +51,7 @@ class OutboxWorker:
 
     channels = ("direct", "efax", "print")
     # Messages in flight at once: sealing one (CPU, in a thread) overlaps another's TLS and SMTP round trips.
+    # Only their DATA-and-record steps take turns (HandOverGate), so a crash re-sends at most one message.
     concurrency = 6
 
     def __init__(self, config: Config, *, env: Mapping[str, str] | None = None, name: str | None = None,
@@ -166,17 +167,19 @@ class OutboxWorker:
     async def _send_batch(self, jobs: list[ClaimedJob], context, summary: RunSummary) -> None:
         """Up to `concurrency` messages in flight, each on one of as many SMTP sessions kept open for the batch
         (one TLS handshake and login per session, not per message)."""
-        from transports.direct.smtp_send import SmtpConnection
+        from transports.direct.smtp_send import HandOverGate, SmtpConnection
 
+        gate = HandOverGate()  # a crash re-sends at most one message of the batch (see HandOverGate)
         sessions: asyncio.Queue = asyncio.Queue()
         for _ in range(min(self.concurrency, len(jobs))):
-            sessions.put_nowait(SmtpConnection(context.smtp, context.env))
+            sessions.put_nowait(SmtpConnection(context.smtp, context.env, gate=gate))
 
         async def send(job: ClaimedJob) -> None:
             connection = await sessions.get()
             try:
                 await self._send(job, context, summary, connection)
             finally:
+                connection.settled()  # after _send has recorded the outcome
                 sessions.put_nowait(connection)
 
         try:

@@ -16,7 +16,7 @@ import random
 import re
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,15 +141,49 @@ def _root(exc: BaseException) -> BaseException:
     return seen
 
 
+class HandOverGate:
+    """Lets one message at a time be between "DATA begun" and "its outcome recorded".
+
+    Once the final "." of DATA is on the wire the server may take the message at any moment; until the sender
+    has written that down, a crash means the message goes out again. Several messages in flight (a worker's
+    batch) share one gate, so a crash can cut off at most one of them: the others are still before DATA (their
+    MAIL and RCPT done, which the server forgets). `acquire` is awaited just before DATA; whoever records the
+    outcome calls `release` (a no-op when it was never acquired)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._holder: object | None = None
+
+    async def acquire(self, holder: object) -> None:
+        await self._lock.acquire()
+        self._holder = holder
+
+    def release(self, holder: object) -> None:
+        if self._holder is holder and self._lock.locked():
+            self._holder = None
+            self._lock.release()
+
+
+class _GatedSMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client with a hook before DATA (sendmail calls `data` after MAIL and RCPT succeed)."""
+
+    before_data: Callable[[], Awaitable[None]] | None = None
+
+    async def data(self, *args: Any, **kwargs: Any):
+        if self.before_data is not None:
+            await self.before_data()
+        return await super().data(*args, **kwargs)
+
+
 class _Send:
     """One SMTP session; `phase` names the step for messages and decides how a dropped connection is read."""
 
     def __init__(self, settings: SmtpSettings, context: ssl.SSLContext) -> None:
         self.settings, self.context, self.where = settings, context, settings.where
         self.phase = "connect"
-        self.smtp = aiosmtplib.SMTP(hostname=settings.host, port=settings.port, use_tls=settings.implicit_tls,
-                                    start_tls=False, tls_context=context, timeout=settings.timeout,
-                                    local_hostname="localhost")
+        self.smtp = _GatedSMTP(hostname=settings.host, port=settings.port, use_tls=settings.implicit_tls,
+                               start_tls=False, tls_context=context, timeout=settings.timeout,
+                               local_hostname="localhost")
 
     async def run(self, raw: bytes, mail_from: str, rcpt_to: list[str], password: str | None) -> SendReceipt:
         await self.open(password)
@@ -294,10 +328,20 @@ class SmtpConnection:
     then one MAIL/RCPT/DATA transaction per message. A failure ends the session (the next send opens a new
     one), so a half-broken connection never carries the next message. Use as `async with`."""
 
-    def __init__(self, settings: SmtpSettings, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: SmtpSettings, env: Mapping[str, str] | None = None, *,
+                 gate: HandOverGate | None = None) -> None:
         self.settings = settings
         self.env = os.environ if env is None else env
+        self.gate = gate
         self._session: _Send | None = None
+
+    async def _enter_gate(self) -> None:
+        await self.gate.acquire(self)
+
+    def settled(self) -> None:
+        """The last message's outcome is recorded: let the next message on the shared gate begin its DATA."""
+        if self.gate is not None:
+            self.gate.release(self)
 
     async def __aenter__(self) -> "SmtpConnection":
         return self
@@ -316,6 +360,8 @@ class SmtpConnection:
                 session.close()
         password = _password(self.settings, self.env)
         session = self._session = _Send(self.settings, _tls_context(self.settings))
+        if self.gate is not None:
+            session.smtp.before_data = self._enter_gate
         await session.open(password)
         return session
 
