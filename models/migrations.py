@@ -147,6 +147,68 @@ def _m007_user_logins_and_passwords(db: pw.Database) -> None:
     migrate_users(db)
 
 
+#: Migration 8's columns: the normalised search keys `models.db.starts_with` ranges over, as (table, column).
+_SEARCH_KEY_COLUMNS = [
+    ("patient", "last_norm"), ("patient", "first_norm"), ("patient", "mrn"), ("patient_name_token", "token"),
+    ("contact", "name_norm"), ("directory_entry", "name_norm"), ("directory_entry", "organization_norm"),
+    ("directory_entry", "city_norm"), ("directory_entry", "npi"),
+]
+
+
+def search_indexes() -> list[tuple[str, tuple[pw.Field, ...]]]:
+    """The indexes patient search reads, as migration 8 leaves them: the name indexes carry the rest of the
+    search's order (birth date, id), so a "ma…" query reads 50 index entries in order and stops, where migration
+    2's (last, first) made PostgreSQL fetch and sort every Maria Martinez to order them by birth date."""
+    from models.patients import Patient
+
+    return [
+        ("patient_last_first", (Patient.last_norm, Patient.first_norm, Patient.birth_date, Patient.id)),
+        ("patient_first_last", (Patient.first_norm, Patient.last_norm, Patient.birth_date, Patient.id)),
+        ("patient_birth_date", (Patient.birth_date,)),
+    ]
+
+
+def build_search_indexes(db: pw.Database) -> None:
+    """Create the `search_indexes` a database lacks, and rebuild any that differs (migration 2's narrower ones)."""
+    from models.patients import Patient
+
+    have = {index.name: list(index.columns) for index in db.get_indexes(Patient._meta.table_name)}
+    for name, fields in search_indexes():
+        if name in have and have[name] != [field.column_name for field in fields]:
+            db.execute_sql(f'DROP INDEX "{name}"')
+        db.execute(pw.ModelIndex(Patient, fields, name=name, safe=True))
+
+
+def _m008_search_keys_in_byte_order(db: pw.Database) -> None:
+    """On PostgreSQL, the search keys compare and sort by code point (COLLATE "C"), as SQLite's BINARY does.
+
+    Under the database's own collation (en_US.UTF-8, an ICU locale) a prefix range `key >= 'ae' AND key <
+    'ae' || U+10FFFF` also finds "æbel", "l" finds "łukasz", and "øberg" sorts before "z"; and the btree that
+    serves the range is in that linguistic order. In "C" both the comparison and the index order are the UTF-8
+    bytes: exactly SQLite's prefix semantics and ranking, and every existing index on these columns (migration
+    2's, the MRN's unique one, the name tokens' key) is rebuilt in that order, so the ranges stay index scans
+    with no change to the queries. A column already in "C" (a C-locale server, or a rerun) is left alone.
+    SQLite compares these columns as bytes already: nothing to do there. (Migration 8 then widens the name
+    indexes: `build_search_indexes`.)"""
+    if not isinstance(db, pw.PostgresqlDatabase):
+        return
+    for table, column in _SEARCH_KEY_COLUMNS:
+        row = db.execute_sql(
+            "SELECT format_type(a.atttypid, a.atttypmod), c.collname FROM pg_attribute a "
+            "JOIN pg_collation c ON c.oid = a.attcollation "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+            (f'"{table}"', column)).fetchone()
+        if row is None or row[1] == "C":  # a table this database lacks, or already in byte order
+            continue
+        db.execute_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {row[0]} COLLATE "C"')
+
+
+def _m008_search_keys_and_indexes(db: pw.Database) -> None:
+    """Search keys in byte order on PostgreSQL; name indexes that give search its whole order (both engines)."""
+    _m008_search_keys_in_byte_order(db)
+    build_search_indexes(db)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (1, "initial schema", _m001_initial),
     (2, "patient search indexes", _m002_search_indexes),
@@ -155,6 +217,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[pw.Database], None]]] = [
     (5, "outbox job provider ids", _m005_outbox_external_id),
     (6, "hash-chained audit log with patient and outcome", _m006_audit_chain),
     (7, "staff account logins and password hashes", _m007_user_logins_and_passwords),
+    (8, "search keys in byte order on PostgreSQL, name indexes in search order", _m008_search_keys_and_indexes),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,8 +1,12 @@
 """Patient search as the user types: 2–3 letters of a name, "last, first", an MRN or a date of birth.
 
 Every query is a prefix range over an indexed, normalised column (`key >= q AND key < q + U+10FFFF`), one small
-query per kind of match, each with a LIMIT. User text never reaches SQL as text: it is reduced to letters and
-digits by `normalize` and passed as a parameter, so `o'brien`, quotes, `*` or emoji cannot break a query.
+query per kind of match, each with a LIMIT. On PostgreSQL those columns compare in COLLATE "C" (migration 8), so
+a range means what it means in SQLite, code-point prefixes in code-point order, whatever the database's own
+collation, and the same btree indexes serve it (tests/test_search_postgres.py checks both).
+
+User text never reaches SQL as text: it is reduced to letters and digits by `normalize` and passed as a
+parameter, so `o'brien`, quotes, `*` or emoji cannot break a query.
 
 Ranking: date of birth, MRN, then exact last name, last-name prefix, exact first name, first-name prefix,
 then a later part of a multi-part name ("lopez" in Garcia-Lopez). Within a rank: by the name matched (last

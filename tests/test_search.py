@@ -137,3 +137,22 @@ def test_search_on_seeded_data_is_ranked_and_complete(seeded):
                         or "ng" in h.last_name.lower() for h in hits)
     last_prefix = [h for h in hits if h.last_name.lower().startswith("ng")]
     assert hits[: len(last_prefix)] == last_prefix
+
+
+def test_bench_seed_writes_the_same_patient_rows_searchable(db):
+    from models.seed import SeedError, seed_patients
+    from models.text import name_tokens, normalize
+
+    report = seed_patients(400)
+    assert (report.patients, Patient.select().count()) == (400, 400)
+    mrns = [p.mrn for p in Patient.select().order_by(Patient.id)]
+    assert mrns == [str(1_000_000 + n) for n in range(1, 401)]
+    for patient in Patient.select():
+        assert (patient.last_norm, patient.first_norm) == (normalize(patient.last_name), normalize(patient.first_name))
+        tokens = {t.token for t in PatientNameToken.select().where(PatientNameToken.patient == patient.id)}
+        assert tokens == name_tokens(patient.first_name, patient.last_name)
+    some = Patient.get_by_id(123)
+    assert some.id in [h.id for h in search_patients(some.mrn)]
+    assert some.id in [h.id for h in search_patients(f"{some.last_name}, {some.first_name}")]
+    with pytest.raises(SeedError):
+        seed_patients(1)
