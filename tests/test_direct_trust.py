@@ -11,6 +11,7 @@ import time
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 pytest.register_assert_rewrite("direct_ca")  # it is also a plugin (pytest_plugins below)
@@ -304,3 +305,41 @@ def test_trust_bundle_is_read_once_until_it_changes(tmp_path, pki):
     assert anchors_for(settings) is first and first == (pki.root.cert,)
     write_pem(folder / "other.pem", pki.other_root.cert)
     assert set(anchors_for(settings)) == {pki.root.cert, pki.other_root.cert}
+
+
+def test_threads_checking_at_once_on_cold_caches_all_get_the_true_verdict(pki):
+    """A worker checks several recipients at once on its first batch. asn1crypto decodes lazily, writing into
+    the shared anchors and CRLs as it goes, so unserialised threads saw half-decoded objects and a good
+    certificate came out "malformed" (a permanent failure). Thread switches forced very often to expose it."""
+    import sys
+    import threading
+
+    from transports.direct import trust
+
+    leaves = [pki.leaf(emails=[f"user{i}@{DOMAIN}"]) for i in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(15):
+            trust._trust_manager.cache_clear()
+            # anchors freshly loaded, so nothing of them is decoded yet
+            root = x509.load_der_x509_certificate(pki.root.cert.public_bytes(serialization.Encoding.DER))
+            checker = TrustChecker((root,), crl_cache=TtlCache())
+            start = threading.Barrier(len(leaves))
+            verdicts: dict[int, str] = {}
+
+            def check(i: int) -> None:
+                start.wait()
+                try:
+                    verdicts[i] = checker.assess(leaves[i], f"user{i}@{DOMAIN}").status
+                except Exception as exc:  # noqa: BLE001 - what a worker would have turned into a retry
+                    verdicts[i] = f"raised {type(exc).__name__}: {exc}"
+
+            threads = [threading.Thread(target=check, args=(i,)) for i in range(len(leaves))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert verdicts == {i: "valid" for i in range(len(leaves))}
+    finally:
+        sys.setswitchinterval(interval)

@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import datetime as dt
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -183,10 +184,16 @@ def _asn1(cert: x509.Certificate):
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
+#: Held while pyhanko validates a path. asn1crypto decodes lazily, writing into the objects it reads, and the
+#: anchors (and cached CRLs) are shared: two threads validating at once could see one half-decoded and report
+#: a good certificate as malformed. Validation is pure Python under the GIL, so taking turns costs little.
+_VALIDATION = threading.Lock()
+
+
 @functools.lru_cache(maxsize=8)
 def _trust_manager(anchors: tuple[x509.Certificate, ...]):
     """pyhanko's view of the anchors, built once per bundle: rebuilding it per check costs ~30 ms for a
-    150-anchor DirectTrust bundle, most of a warm check. Read-only once built, so threads share it."""
+    150-anchor DirectTrust bundle, most of a warm check. Shared by threads, used only under _VALIDATION."""
     from pyhanko_certvalidator.registry import SimpleTrustManager
 
     return SimpleTrustManager.build(trust_roots=[_asn1(a) for a in anchors])
@@ -276,7 +283,8 @@ class TrustChecker:
             elif failure is not None:
                 failures.append(failure)
         try:
-            _run(self._pyhanko(cert, chain, crls, now, purpose))
+            with _VALIDATION:
+                _run(self._pyhanko(cert, chain, crls, now, purpose))
         except Exception as exc:  # noqa: BLE001 - every pyhanko outcome is mapped below
             return self._failed(cert, binding, words, exc, failures)
         return Assessment(cert, binding, VALID, words.trusted(cert))
@@ -326,7 +334,9 @@ class TrustChecker:
         if isinstance(exc, (errors.PathError, errors.ValidationError)):  # building, signatures, constraints
             return Assessment(cert, binding, UNTRUSTED, f"{words.a} is not trusted: it does not chain to your trust "
                                                         f"bundle (issuer “{label(cert.issuer)}”).")
-        raise exc
+        # Anything else is the validator failing, not a verdict on the certificate: never a permanent "no".
+        return Assessment(cert, binding, UNCHECKED, f"{words.the} could not be checked ({type(exc).__name__} in "
+                                                    "path validation); try again later.")
 
     def _crl_for(self, cert: x509.Certificate):
         """(CertificateList, None) from the first distribution point that answers; (None, (why, temporary))
