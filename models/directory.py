@@ -26,6 +26,7 @@ import peewee as pw
 
 from models.contacts import DirectoryEntry
 from models.db import database, starts_with
+from models.safe_text import storable
 from models.search import normalize
 from models.seed import npi_with_check_digit
 
@@ -125,8 +126,8 @@ def _parse_bundle(path: str | os.PathLike, text: str) -> dict:
 
 
 def _clean(value: object) -> str:
-    """One line of text, whitespace collapsed, cut to what the column holds."""
-    return " ".join(str(value or "").split())[:MAX_FIELD]
+    """One line of text, whitespace collapsed, without NUL (`storable`), cut to what the column holds."""
+    return " ".join(storable(str(value or "")).split())[:MAX_FIELD]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -140,6 +141,7 @@ def _row(source: str, endpoint: str, *, npi: str = "", name: str = "", organizat
          state: str = "", postal_code: str = "", country: str = "") -> tuple:
     """A DirectoryEntry row as a tuple in `_FIELDS` order, with its search keys filled in."""
     name, organization, city = _clean(name), _clean(organization), _clean(city)
+    endpoint = storable(endpoint)  # rows are written with executemany, past the database layer's NUL filter
     return (npi, name, organization, _clean(specialty), _clean(endpoint_type), endpoint, _clean(use_code),
             _clean(address_line), city, _clean(state), _clean(postal_code), _clean(country), source,
             _norm(name), _norm(organization), _norm(city))

@@ -8,6 +8,7 @@ import peewee as pw
 
 from models.db import BaseModel
 from models.practice import Provider
+from models.safe_text import storable
 from models.text import name_tokens, normalize
 
 
@@ -106,4 +107,5 @@ class Note(BaseModel):
 
     @sections.setter
     def sections(self, value: list[tuple[str, str]]) -> None:
-        self.sections_json = json.dumps([list(pair) for pair in value])
+        # without NUL, as every other text is stored (models/safe_text.py): JSON would carry one as \u0000
+        self.sections_json = json.dumps([[storable(title), storable(text)] for title, text in value])

@@ -11,6 +11,13 @@ What is stored stays as it came (a record is not rewritten); what is shown goes 
 such character made visible: ESC as ␛, other C0 controls as their Control Pictures, DEL as ␡, C1 controls and
 bidi controls as U+FFFD) or, where the width of the text is already laid out, `strip_unsafe` (removed: they take
 no cells, so nothing moves).
+
+One character is the exception to "stored as it came": NUL (U+0000). PostgreSQL text cannot hold it ("A string
+literal cannot contain NUL"), and C code reading the value stops at it, so a name with a NUL means different
+things to different readers. `storable` drops it; the database layer (models/db.py) applies it to every text
+value a statement carries, on SQLite and PostgreSQL alike, so both engines keep the same text and no NUL ever
+reaches SQL. Dropped, not replaced: a NUL carries nothing a reader of a name or a note needs, and a
+replacement character would be a character the sender never wrote.
 """
 
 from __future__ import annotations
@@ -22,6 +29,19 @@ import re
 UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
 _SHOWN = {**{code: chr(0x2400 + code) for code in range(0x20)}, 0x7F: "\u2421"}  # ␀ … ␟, ␡
 REPLACEMENT = "\ufffd"
+NUL = "\x00"
+
+
+def storable(text: str) -> str:
+    """`text` as the store keeps it: without NUL characters (see the module notes); anything else as it is."""
+    return text.replace(NUL, "") if NUL in text else text
+
+
+def storable_params(params):
+    """Statement parameters with every text value `storable`; the same sequence when none holds a NUL."""
+    if not any(type(value) is str and NUL in value for value in params):
+        return params
+    return [value.replace(NUL, "") if type(value) is str else value for value in params]
 
 
 def has_unsafe(text: str) -> bool:

@@ -91,11 +91,21 @@ def db_path(tmp_path):
     return tmp_path / "referdesk.db"
 
 
+@pytest.fixture(scope="session")
+def empty_pg_template(pg):
+    """An empty, fully migrated PostgreSQL database (REFERDESK_TEST_PG), made once per session: copying it is
+    a tenth of the time running the migrations for every test takes."""
+    name = pg.create()
+    open_database(pg.url(name))
+    close_database()
+    return name
+
+
 @pytest.fixture
-def db(db_path, pg):
+def db(db_path, pg, request):
     """An empty, fully migrated database (on PostgreSQL when REFERDESK_TEST_PG is set)."""
     if pg is not None:
-        name = pg.create()
+        name = pg.create(template=request.getfixturevalue("empty_pg_template"))
         database = open_database(pg.url(name))
         yield database
         close_database()
@@ -127,11 +137,11 @@ def sqlite_db(db_path):
 
 
 @pytest.fixture(scope="session")
-def seeded_pg_template(pg):
+def seeded_pg_template(pg, request):
     """The seeded database as a PostgreSQL template (REFERDESK_TEST_PG), made once per session."""
     from models.seed import seed
 
-    name = pg.create()
+    name = pg.create(template=request.getfixturevalue("empty_pg_template"))
     open_database(pg.url(name))
     seed(300)
     close_database()

@@ -1,14 +1,18 @@
-"""Load test: four writer processes and one `referdesk worker` on one SQLite database (WAL) at the same time.
+"""Load test: four writer processes and one `referdesk worker` on one database at the same time: a SQLite file
+(WAL), or, when REFERDESK_TEST_PG names a PostgreSQL server (tests/conftest.py), a fresh PostgreSQL database
+made from the session's seeded template.
 
 Each writer, until its time is up: searches patients, makes Direct referrals (`create_referral` with the
 documents `build_attachments` makes, as `referdesk send` does), marks reports received on referrals the worker
 has sent, and adds notes: real write transactions, interleaved with the worker's claims and records. No
-process may see "database is locked" (or any other OperationalError): each writer counts its errors and prints
-a JSON summary line; the worker's log and the referrals' events are searched for them. Every referral made
-must exist, and the worker must have sent them all.
+process may see "database is locked" (or any other OperationalError; on PostgreSQL a serialization failure,
+a deadlock or a lock timeout): each writer counts its errors and prints a JSON summary line; the worker's log
+and the referrals' events are searched for them. Every referral made must exist, and the worker must have sent
+them all.
 
 The issue's figure is 60 s; the test runs `REFERDESK_LOAD_SECONDS` (default 20) to keep the suite fast.
-`bench/bench_load.py` runs the same load for 60 s and prints writes/s, errors, p95 write latency and sent/s.
+`bench/bench_load.py` runs the same load for 60 s and prints writes/s, errors, p95 write latency and sent/s
+(`--db postgresql://…` for PostgreSQL).
 
 Also runnable as `python tests/test_concurrency.py writer …` (that is how the writers are started).
 """
@@ -16,6 +20,7 @@ Also runnable as `python tests/test_concurrency.py writer …` (that is how the 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -27,13 +32,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":  # a writer process: the project and the test helpers on the path
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 DEFAULT_SECONDS = 20
 WRITERS = 4
-LOCK_WORDS = ("database is locked", "database table is locked", "OperationalError", "SQLITE_BUSY")
+LOCK_WORDS = ("database is locked", "database table is locked", "OperationalError", "SQLITE_BUSY",
+              # PostgreSQL: what a lock or a concurrent update would say
+              "could not serialize access", "deadlock detected", "lock timeout", "could not obtain lock",
+              "SerializationFailure", "DeadlockDetected", "LockNotAvailable")
 
 
 # --- one writer process ----------------------------------------------------------------------------------
@@ -42,8 +52,8 @@ SEARCHES = ["sm", "jo", "gar", "wil", "br", "mar", "lee", "an", "da", "ro", "ch"
 
 
 def writer(db: str, seconds: float, seed: int, contacts: list[str]) -> dict:
-    """Work on `db` for `seconds`; the summary: operations done, writes, errors (with samples), the ids of the
-    referrals made and each write transaction's duration in ms."""
+    """Work on `db` (a SQLite file's path, or a database URL) for `seconds`; the summary: operations done,
+    writes, errors (with samples), the ids of the referrals made and each write transaction's duration in ms."""
     import peewee
 
     from documents.packet import build_attachments
@@ -57,7 +67,7 @@ def writer(db: str, seconds: float, seed: int, contacts: list[str]) -> dict:
     from models.search import search_patients
 
     rng = random.Random(seed)
-    open_database(sqlite_url(db))
+    open_database(db if "://" in db else sqlite_url(db))
     notes = [(n.id, n.patient_id) for n in Note.select(Note.id, Note.patient).where(Note.signed_at.is_null(False))]
     author = Provider.select(Provider.id).order_by(Provider.id).first().id
     ops = {"search": 0, "refer": 0, "received": 0, "note": 0, "refused": 0}
@@ -153,7 +163,7 @@ class LoadResult:
     sent_total: int
     drained_after: float  # seconds from the start until every referral made was sent
     worker_log: str
-    db: Path
+    db: LoadDatabase
     lock_events: list[tuple] = field(default_factory=list)
 
     @property
@@ -183,28 +193,131 @@ class LoadResult:
         return "\n".join(lines)
 
 
-def seeded_contacts(db: Path) -> list[str]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-        return [row[0] for row in connection.execute(
-            "SELECT direct_address FROM contact WHERE verification = 'verified' AND direct_address != '' "
-            "ORDER BY id")]
+CONTACTS_SQL = ("SELECT direct_address FROM contact WHERE verification = 'verified' AND direct_address != '' "
+                "ORDER BY id")
 
 
-def run_load(seeded_db: Path, folder: Path, *, seconds: float, writers: int = WRITERS,
+@dataclass
+class PgSeeded:
+    """A seeded PostgreSQL database to copy: `template` on the server `server` (postgresql://user@host:port).
+    Every load runs on a database of its own, made from it and dropped afterwards unless `keep`."""
+    server: str
+    template: str
+    keep: bool = False
+
+    def admin(self, sql: str) -> None:
+        import psycopg2
+
+        connection = psycopg2.connect(f"{self.server}/postgres")
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+        finally:
+            connection.close()
+
+
+_COPIES = itertools.count(1)
+
+
+class LoadDatabase:
+    """The database a load runs on: a copy of a seeded SQLite file, or a PostgreSQL database made from a seeded
+    template. `query` reads it from outside the processes under load (`?` placeholders on both engines)."""
+
+    def __init__(self, seeded: Path | PgSeeded, data: Path) -> None:
+        self.seeded = seeded
+        if isinstance(seeded, PgSeeded):
+            self.name = f"{seeded.template}_load{next(_COPIES)}"
+            seeded.admin(f'CREATE DATABASE "{self.name}" TEMPLATE "{seeded.template}"')
+            self.url = f"{seeded.server}/{self.name}"
+            self.path = None
+        else:
+            self.path = data / "referdesk.db"
+            shutil.copy(seeded, self.path)
+            self.url = None
+
+    def __str__(self) -> str:
+        return self.url or str(self.path)
+
+    @property
+    def writer_arg(self) -> str:
+        return self.url or str(self.path)
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        if self.path is not None:
+            with sqlite3.connect(self.path, timeout=30) as connection:
+                return connection.execute(sql, args).fetchall()
+        import psycopg2
+
+        connection = psycopg2.connect(self.url)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql.replace("%", "%%").replace("?", "%s"), args)
+                return cursor.fetchall()
+        finally:
+            connection.close()
+
+    def drop(self) -> None:
+        if self.url is not None and not self.seeded.keep:
+            self.seeded.admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def seeded_contacts(seeded: Path | PgSeeded) -> list[str]:
+    if isinstance(seeded, PgSeeded):
+        import psycopg2
+
+        connection = psycopg2.connect(f"{seeded.server}/{seeded.template}")
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(CONTACTS_SQL)
+                return [row[0] for row in cursor.fetchall()]
+        finally:
+            connection.close()
+    with sqlite3.connect(f"file:{seeded}?mode=ro", uri=True) as connection:
+        return [row[0] for row in connection.execute(CONTACTS_SQL)]
+
+
+def load_worker(config: Path, data: Path, log: Path, db: LoadDatabase):
+    """`referdesk worker` (tests/test_durability.py's Worker) on `db`: its data folder for SQLite, `--db URL` for
+    PostgreSQL (a URL that wins over the data folder)."""
+    from test_durability import Worker
+
+    class UrlWorker(Worker):
+        def start(self) -> None:
+            with self.log.open("ab") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "tui.cli", "--config", str(self.config), "--db", db.url, "worker",
+                     "--poll", "0.2"], env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+
+    return (UrlWorker if db.url else Worker)(config, data, log)
+
+
+def run_load(seeded_db: Path | PgSeeded, folder: Path, *, seconds: float, writers: int = WRITERS,
              drain_timeout: float = 120) -> LoadResult:
-    """Copy `seeded_db` into `folder`, then run `writers` writer processes and one worker on it for `seconds`;
-    wait until the worker has sent every referral made."""
-    from direct_pki import server_context
-    from loopback_smtp import RecordingSmtp
-    from test_durability import LiveWorld, Worker, query
+    """Copy `seeded_db` (a SQLite file, or a PostgreSQL template) for this run, then run `writers` writer
+    processes and one worker on the copy for `seconds`; wait until the worker has sent every referral made."""
+    from test_durability import LiveWorld
 
     contacts = seeded_contacts(seeded_db)
     folder.mkdir(parents=True, exist_ok=True)
-    world = LiveWorld(folder, contacts)
     data = folder / "data"
     data.mkdir()
-    db = data / "referdesk.db"
-    shutil.copy(seeded_db, db)
+    db = LoadDatabase(seeded_db, data)
+    try:
+        world = LiveWorld(folder, contacts)
+        return _load(db, world, folder, data, contacts, seconds=seconds, writers=writers,
+                     drain_timeout=drain_timeout)
+    except BaseException:
+        db.drop()
+        raise
+
+
+def _load(db: LoadDatabase, world, folder: Path, data: Path, contacts: list[str], *, seconds: float, writers: int,
+          drain_timeout: float) -> LoadResult:
+    from direct_pki import server_context
+    from loopback_smtp import RecordingSmtp
+
+    query = db.query
     env = {k: v for k, v in os.environ.items() if k != "REFERDESK_FROZEN_TIME"}
     env.update(PYTHONPATH=str(ROOT), TZ="UTC")
     try:
@@ -212,13 +325,13 @@ def run_load(seeded_db: Path, folder: Path, *, seconds: float, writers: int = WR
             config = folder / "config.toml"
             # The default 10-minute lease: nothing is killed here, a claim is only ever released by its worker.
             config.write_text(world.config_text(hisp.port, lease_seconds=600))
-            worker = Worker(config, data, folder / "worker.log")
+            worker = load_worker(config, data, folder / "worker.log", db)
             worker.start()
             processes = []
             try:
                 for n in range(writers):
                     processes.append(subprocess.Popen(
-                        [sys.executable, str(Path(__file__).resolve()), "writer", "--db", str(db), "--seconds",
+                        [sys.executable, str(Path(__file__).resolve()), "writer", "--db", db.writer_arg, "--seconds",
                          str(seconds), "--seed", str(n + 1), "--contacts", ",".join(contacts)],
                         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
                 samples = []  # (wall time, messages the HISP has accepted), to find the worker's rate
@@ -241,8 +354,8 @@ def run_load(seeded_db: Path, folder: Path, *, seconds: float, writers: int = WR
                 made = [rid for w in results for rid in w["referrals"]]
                 marks = ",".join("?" * len(made)) or "NULL"
                 deadline = time.monotonic() + drain_timeout
-                while (left := query(db, f"SELECT COUNT(*) FROM outbox_job WHERE state != 'done' AND referral_id "
-                                         f"IN ({marks})", *made)[0][0]):
+                while (left := query(f"SELECT COUNT(*) FROM outbox_job WHERE state != 'done' AND referral_id "
+                                     f"IN ({marks})", *made)[0][0]):
                     if worker.process.poll() is not None:
                         raise AssertionError(f"the worker exited: {worker.log.read_text()[-3000:]}")
                     if time.monotonic() > deadline:
@@ -260,19 +373,34 @@ def run_load(seeded_db: Path, folder: Path, *, seconds: float, writers: int = WR
     finally:
         world.stop()
     worker_log = (folder / "worker.log").read_text(errors="replace")
-    events = query(db, "SELECT referral_id, kind, detail FROM referral_event WHERE detail LIKE '%locked%' OR detail "
-                       "LIKE '%OperationalError%' OR detail LIKE '%internal error%'")
+    events = query("SELECT referral_id, kind, detail FROM referral_event WHERE detail LIKE '%locked%' OR detail "
+                   "LIKE '%OperationalError%' OR detail LIKE '%internal error%' OR detail LIKE '%serializ%' OR "
+                   "detail LIKE '%deadlock%' OR detail LIKE '%lock timeout%'")
     lock_lines = [(line,) for line in worker_log.splitlines() if any(word in line for word in LOCK_WORDS)]
     return LoadResult(max(window[1] - window[0], 0.001), results, sent_during_load, sent_total, drained_after,
                       worker_log, db, lock_events=lock_lines + list(events))
 
 
-def test_four_writers_and_a_worker_share_the_database_without_lock_errors(seeded_template, tmp_path):
-    from test_durability import query
+@pytest.fixture
+def load_seeded(seeded_template, pg, request):
+    """What the load copies: the seeded SQLite file, or the seeded PostgreSQL template (REFERDESK_TEST_PG)."""
+    if pg is None:
+        return seeded_template
+    return PgSeeded(pg.server, request.getfixturevalue("seeded_pg_template"))
 
+
+def test_four_writers_and_a_worker_share_the_database_without_lock_errors(load_seeded, tmp_path):
     seconds = float(os.environ.get("REFERDESK_LOAD_SECONDS", DEFAULT_SECONDS))
-    result = run_load(seeded_template, tmp_path, seconds=seconds)
+    result = run_load(load_seeded, tmp_path, seconds=seconds)
+    try:
+        check_load(result)
+    finally:
+        result.db.drop()
+
+
+def check_load(result: LoadResult) -> None:
     print("\n" + result.report())
+    query = result.db.query
 
     # No process saw the database locked, or any other database error.
     assert result.errors == 0, [w["error_samples"] for w in result.writers if w["errors"]]
@@ -283,18 +411,18 @@ def test_four_writers_and_a_worker_share_the_database_without_lock_errors(seeded
     made = result.referrals
     assert len(made) == len(set(made))
     marks = ",".join("?" * len(made))
-    rows = dict(query(result.db, f"SELECT id, status FROM referral WHERE id IN ({marks})", *made))
+    rows = dict(query(f"SELECT id, status FROM referral WHERE id IN ({marks})", *made))
     assert set(rows) == set(made)
     # The worker sent them all (some since marked report-received by a writer), each once by its events.
     assert set(rows.values()) <= {"sent", "report-received"}, {s for s in rows.values()}
-    sent = dict(query(result.db, f"SELECT referral_id, COUNT(*) FROM referral_event WHERE kind = 'sent' AND "
-                                 f"referral_id IN ({marks}) GROUP BY referral_id", *made))
+    sent = dict(query(f"SELECT referral_id, COUNT(*) FROM referral_event WHERE kind = 'sent' AND "
+                      f"referral_id IN ({marks}) GROUP BY referral_id", *made))
     assert set(sent) == set(made) and set(sent.values()) == {1}
-    assert query(result.db, f"SELECT COUNT(*) FROM outbox_job WHERE state != 'done' AND referral_id IN ({marks})",
+    assert query(f"SELECT COUNT(*) FROM outbox_job WHERE state != 'done' AND referral_id IN ({marks})",
                  *made)[0][0] == 0
     assert result.sent_total >= len(made)
     notes = sum(w["ops"]["note"] for w in result.writers)
-    assert query(result.db, "SELECT COUNT(*) FROM note WHERE title = 'Load test note'")[0][0] == notes
+    assert query("SELECT COUNT(*) FROM note WHERE title = 'Load test note'")[0][0] == notes
 
 
 def _main() -> None:

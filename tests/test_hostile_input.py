@@ -6,8 +6,8 @@ folder, nothing half-filed, no control character reaching the terminal.
   (`inspect_file`) and, attached to a consultant's sealed reply, `receive_message`.
 - XDM packages (*.zip): the receiver's unpacker (`unpack`), `inspect_file` and `receive_message`.
 - Messages (*.eml): `receive_message`, sealed by the trusted partner and as they are (unencrypted).
-- hostile_names.json: patients and notes stored with those names, searched, and shown (stored as given; shown
-  with every control character visible, never obeyed).
+- hostile_names.json: patients and notes stored with those names, searched, and shown (stored as given, but
+  for NUL, which neither engine keeps; shown with every control character visible, never obeyed).
 - sql_search.json: `search_patients`.
 Inputs too big to keep in the repository are made here (GENERATED). Any URL in the corpus is
 http://127.0.0.1:1/…, pointed at a loopback server (tests/loopback_http.py) that must see no request.
@@ -28,7 +28,7 @@ import pytest
 from direct_ca import http_server, pki  # noqa: F401 (fixtures)
 from loopback_http import LoopbackHttp
 from models.referrals import Document, InboundMessage, OutboxJob
-from models.safe_text import UNSAFE, display_text, has_unsafe, one_line
+from models.safe_text import UNSAFE, display_text, has_unsafe, one_line, storable
 from receiving_kit import EVE_MRN, PARTNER, envelope, inner_message, make_parties, make_site, opener_for, seal
 from transports.direct.mime import Part
 from transports.inbound import receive_message
@@ -436,13 +436,40 @@ def test_a_hostile_name_is_stored_as_given_found_and_shown_neutralised(entry, db
     text = entry["text"]
     patient = Patient.create(mrn="3000001", last_name=text, first_name="Zelda", birth_date="1975-05-01", sex="F")
     stored = Patient.get_by_id(patient.id)
-    assert stored.last_name == text  # the record keeps what it was given
+    # the record keeps what it was given, but for a NUL: dropped on the way in, on SQLite as on PostgreSQL
+    # (whose text cannot hold one), so the two engines keep and show the same name
+    assert stored.last_name == storable(text) and "\x00" not in stored.last_name
+    if "\x00" in text:
+        assert stored.last_name == text.replace("\x00", "") == "EveMallory"
     hits = search_patients("zelda")
     assert [h.id for h in hits] == [patient.id]
     for shown in (one_line(text), result_line(hits[0], 40), patient_banner(stored)):
         assert not has_unsafe(shown) and "\n" not in shown and "\r" not in shown, repr(shown)
     if "\x1b" in text:
         assert "␛" in one_line(text)  # visible, so staff can see the name is not what it seems
+
+
+def test_a_nul_never_reaches_the_database_whatever_writes_or_looks_up_the_text(seeded):
+    """NUL is dropped from every text value a statement carries (models/db.py), on SQLite and PostgreSQL alike:
+    PostgreSQL text cannot hold one, and SQLite is made to keep what PostgreSQL keeps."""
+    from models.contacts import Contact
+    from models.patients import Note, Patient
+
+    patient = Patient.select().order_by(Patient.id).first()
+    Patient.update(first_name="Ze\x00lda", city="\x00").where(Patient.id == patient.id).execute()
+    contact = Contact.create(name="Dr\x00 Nul", organization="Null\x00 Clinic", direct_address="nul@x.example")
+    note = Note.select().order_by(Note.id).first()
+    note.title, note.sections = "Consult\x00", [("Plan\x00", "rest\x00 and fluids")]
+    note.save()
+    fresh = Patient.get_by_id(patient.id)
+    assert (fresh.first_name, fresh.city) == ("Zelda", "")
+    assert (Contact.get_by_id(contact.id).name, Contact.get_by_id(contact.id).organization) == ("Dr Nul", "Null Clinic")
+    stored = Note.get_by_id(note.id)
+    assert stored.title == "Consult" and stored.sections == [("Plan", "rest and fluids")]
+    assert "\x00" not in stored.sections_json and "\\u0000" not in stored.sections_json
+    # looked up with a NUL: the same as without it, never an error
+    assert Patient.get_or_none(Patient.first_name == "Zel\x00da").id == patient.id
+    assert Contact.select().where(Contact.name.contains("\x00")).count() == Contact.select().count()
 
 
 # --- search -------------------------------------------------------------------------------------------------------
@@ -460,6 +487,21 @@ def people(db):
     return db
 
 
+def store_is_intact() -> bool:
+    """The engine's own check that nothing is damaged: SQLite's integrity_check; on PostgreSQL (which has none
+    in SQL) every table can still be read whole and the patient table's indexes are still there and valid."""
+    from models.db import database, is_sqlite
+
+    if is_sqlite():
+        return database.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
+    for table in database.get_tables():
+        database.execute_sql(f'SELECT count(*) FROM "{table}"').fetchone()
+    indexes = database.execute_sql(
+        "SELECT count(*), bool_and(i.indisvalid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+        "WHERE c.relname = 'patient'").fetchone()
+    return indexes[0] > 0 and indexes[1]
+
+
 @pytest.mark.parametrize("text", SEARCHES)
 def test_sql_ish_search_text_is_only_text(text, people):
     from models.db import database
@@ -468,6 +510,8 @@ def test_sql_ish_search_text_is_only_text(text, people):
     from models.text import normalize
 
     tables = sorted(database.get_tables())
+    rows = {table: database.execute_sql(f"SELECT count(*) FROM {database.quote[0]}{table}{database.quote[1]}")
+            .fetchone()[0] for table in tables}
     hits = search_patients(text)
     assert isinstance(hits, list)
     # quotes, %, _ and backslashes are neither SQL nor wildcards: the same as the letters and digits alone
@@ -476,7 +520,9 @@ def test_sql_ish_search_text_is_only_text(text, people):
     if key in ("", "smth", "a"):
         assert hits == [] or key == "a"
     assert sorted(database.get_tables()) == tables and Patient.select().count() == 5
-    assert database.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert {table: database.execute_sql(f"SELECT count(*) FROM {database.quote[0]}{table}{database.quote[1]}")
+            .fetchone()[0] for table in tables} == rows  # no table dropped, no row deleted or added
+    assert store_is_intact()
 
 
 # --- the terminal -------------------------------------------------------------------------------------------------
