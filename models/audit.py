@@ -12,6 +12,21 @@ two writers can never both chain onto the same row, also when `record()` runs in
 Rows hold ids only — the patient's MRN, a referral or document number — never names, dates of birth or note
 text: an audit log is read by people who need not see the chart. Callers keep `detail` to ids and codes.
 
+What is recorded, and by whom (`username`: the signed-in account; on an open install the account the login maps
+to, else the login; a system actor for what no person did — `worker` (the outbox, IMAP polling, fax status
+polls), `listener` (the SMTP listener), `inbound` (a fax gateway report handed in other than by those two)):
+
+- views: `chart.view`, `note.view`, `document.view`, `inbound.view` (TUI); `patient.search`, `note.list`,
+  `referral.list`, `report.cms50`, `ccda.export` (command line, `via=cli` in the detail; a list of patients
+  carries an MRN only when it showed one patient: see tui.commands_audit.record_shown); `audit.view`,
+  `audit.verify` (reading the log is itself recorded, after the answer is worked out).
+- sends and their results: `referral.create`, `referral.direct` and `referral.fax` (each hand-over, by
+  `worker`: outcome ok, retry or failed), `referral.print`,
+  `referral.export`, `referral.delivered`, `referral.failed`, `referral.unconfirmed`, `document.save-copy`.
+- receiving: `inbound.received` (outcome filed, unfiled, rejected, failed or duplicate), `inbound.attach`.
+- verifying: `direct.verify`. Set-up: `setup.direct`, `setup.directory-import`, `users.add`, `users.set-role`,
+  `users.activate`, `users.deactivate`, `users.passwd`. Refusals: `access.denied` (outcome `denied`).
+
 Only this module writes AuditEvent rows; a row written any other way has no valid hash and breaks the chain.
 A hash chain shows tampering by someone who does not recompute the hashes after it; it cannot prove the
 newest rows were not cut off (keep `verify_chain()`'s row count, or a copy of the log, elsewhere for that).
@@ -32,6 +47,7 @@ from models import clock
 from models.db import database, is_sqlite, starts_with
 from models.patients import Patient
 from models.referrals import AuditEvent, Referral
+from models.safe_text import storable
 
 #: The `prev_hash` of the first row.
 GENESIS = "0" * 64
@@ -132,10 +148,11 @@ def record(action: str, *, username: str = "", patient_mrn: str = "", object_typ
     the caller's: if the caller's work rolls back, so does its audit row (the action did not happen)."""
     if not str(action or "").strip():
         raise ValueError("an audit row needs an action, e.g. 'chart.view'")
-    values = {"at": clock.now(), "username": str(username or ""), "action": str(action).strip(),
-              "patient_mrn": str(patient_mrn or ""), "object_type": str(object_type or ""),
-              "object_id": str(object_id if object_id is not None else ""), "outcome": str(outcome or ""),
-              "detail": str(detail or "")}
+    # storable(): the values exactly as the store will keep them (no NUL), so the hash matches what is read back
+    values = {"at": clock.now(), "username": storable(str(username or "")), "action": storable(str(action).strip()),
+              "patient_mrn": storable(str(patient_mrn or "")), "object_type": storable(str(object_type or "")),
+              "object_id": storable(str(object_id if object_id is not None else "")),
+              "outcome": storable(str(outcome or "")), "detail": storable(str(detail or ""))}
     with database.atomic():
         if is_sqlite():
             # The write first: it takes SQLite's one write lock (waiting out the busy timeout for another

@@ -32,6 +32,10 @@ from tui.app import ReferdeskApp
 from tui.commands_audit import add_audit_parser
 from tui.screens.audit import NOT_ALLOWED, AuditScreen
 
+from direct_ca import http_server, pki  # noqa: F401,E402 (fixtures, for the receiving tests)
+from test_efax_delivery import gateway, gateway_tls  # noqa: F401,E402 (fixtures)
+from test_receiving import _tampered, opener, parties, report  # noqa: F401,E402 (fixtures, helpers)
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = [(80, 24), (120, 40)]
 size_ids = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -75,6 +79,15 @@ def test_each_row_chains_onto_the_one_before_and_the_chain_verifies(db):
         assert row.hash == row_hash(row.prev_hash, *(getattr(row, f) for f in FIELDS))
         assert re.fullmatch(r"[0-9a-f]{64}", row.hash)
     assert verify_chain() == ChainReport(True, 3)
+
+
+def test_a_nul_in_a_value_is_hashed_as_stored_and_the_chain_still_verifies(db):
+    """The store drops NUL (PostgreSQL text cannot hold it); the hash must be of what is kept, not what was given."""
+    from models.audit import record
+
+    row = stored(record("patient.search", username="front\x00desk", detail="via=cli\x00; rows=1").id)
+    assert (row.username, row.detail) == ("frontdesk", "via=cli; rows=1")
+    assert verify_chain() == ChainReport(True, 1)
 
 
 def test_an_empty_log_verifies(db):
@@ -351,15 +364,21 @@ def test_cli_refuses_a_bad_date(log, audit_cli):
 
 
 def test_cli_verify_exit_statuses(log, audit_cli):
+    # Each check is itself audited (audit.verify), after its verdict: the next check counts that row too.
     assert audit_cli("--verify") == (0, "audit chain intact: 9 rows\n", "")
     code, out, _ = audit_cli("--verify", "--json")
-    assert code == 0 and json.loads(out) == {"ok": True, "rows": 9, "first_bad_id": None, "reason": ""}
+    assert code == 0 and json.loads(out) == {"ok": True, "rows": 10, "first_bad_id": None, "reason": ""}
     open_database(current_url())
     sql("UPDATE audit_event SET username = 'someone' WHERE id = 4")
     code, out, err = audit_cli("--verify")
-    assert code == 1 and out.startswith("audit chain BROKEN at row 4 (of 9): row 4 was changed")
+    assert code == 1 and out.startswith("audit chain BROKEN at row 4 (of 11): row 4 was changed")
     code, out, _ = audit_cli("--verify", "--json")
     assert code == 1 and json.loads(out)["first_bad_id"] == 4
+    open_database(current_url())
+    got = [(r.action, r.outcome, r.detail) for r in rows_for("audit.verify")]
+    assert got == [("audit.verify", "intact", "via=cli; rows=9"), ("audit.verify", "intact", "via=cli; rows=10"),
+                   ("audit.verify", "broken", "via=cli; rows=11; first_bad=4"),
+                   ("audit.verify", "broken", "via=cli; rows=12; first_bad=4")]
 
 
 # --- the migration --------------------------------------------------------------------------------------------
@@ -499,10 +518,56 @@ def test_each_fax_attempt_is_recorded(note, tmp_path):
         phaxio.script("+12175550142", ["busy", "success"])
         referral = fax_referral(note=note)
         drain(fax_config(tmp_path, phaxio))
-    got = [(r.object_id, r.patient_mrn, r.outcome, r.detail) for r in rows_for("referral.fax")]
-    assert got == [(str(referral.id), note.patient.mrn, "sent", "attempt 1 of 3 via phaxio"),
-                   (str(referral.id), note.patient.mrn, "sent", "attempt 2 of 3 via phaxio")]
+    got = [(r.username, r.object_id, r.patient_mrn, r.outcome, r.detail) for r in rows_for("referral.fax")]
+    assert got == [("worker", str(referral.id), note.patient.mrn, "sent", "attempt 1 of 3 via phaxio"),
+                   ("worker", str(referral.id), note.patient.mrn, "sent", "attempt 2 of 3 via phaxio")]
+    # the final word: delivered, as the worker learnt it from the provider (the busy attempt was not final)
+    [final] = rows_for("referral.delivered")
+    assert (final.username, final.patient_mrn, final.object_type, final.object_id, final.outcome) == (
+        "worker", note.patient.mrn, "referral", str(referral.id), "ok")  # as models.delivery writes it
+    assert final.detail.startswith("fax via phaxio; attempt 2 of 3; pages=")
+    assert rows_for("referral.failed") == []
     no_names_in(list(AuditEvent.select()), note.patient)
+    assert verify_chain().ok
+
+
+def test_a_failed_fax_is_recorded_as_its_final_result(note, tmp_path):
+    from loopback_phaxio import LoopbackPhaxio
+    from test_efax_delivery import drain, fax_config, fax_referral
+
+    with LoopbackPhaxio(polls_to_final=2) as phaxio:
+        phaxio.script("+12175550142", ["bad-number"])
+        referral = fax_referral(note=note)
+        drain(fax_config(tmp_path, phaxio))
+    [final] = rows_for("referral.failed")
+    assert (final.username, final.patient_mrn, final.object_id, final.outcome, final.detail) == (
+        "worker", note.patient.mrn, str(referral.id), "failed",
+        "fax via phaxio; attempt 1 of 3; status=failure")
+    assert "Invalid number" not in final.detail  # the provider's words stay on the referral, not in the log
+    assert rows_for("referral.delivered") == []
+    assert verify_chain().ok
+
+
+def test_a_gateway_report_is_recorded_as_received_and_as_the_fax_result(note, tmp_path, gateway, gateway_tls):
+    import asyncio
+
+    from test_efax_delivery import fax_referral, gateway_config, reports_back
+    from transports.outbox import OutboxWorker
+
+    gateway.script("12175550142", ["bad-number"])
+    config = gateway_config(tmp_path, gateway, gateway_tls)
+    referral = fax_referral(note=note)
+    asyncio.run(OutboxWorker(config, env={}).run_once())
+    [outcome] = reports_back(gateway, config, 1)  # as the SMTP listener hands it in
+    assert outcome.outcome == "accepted"
+    [final] = rows_for("referral.failed")
+    assert (final.username, final.patient_mrn, final.object_id, final.outcome) == (
+        "listener", note.patient.mrn, str(referral.id), "failed")
+    assert final.detail.startswith("fax via smtp-gateway; attempt 1 of 3")
+    [received] = rows_for("inbound.received")
+    assert (received.username, received.patient_mrn, received.object_type, received.outcome, received.detail) == (
+        "listener", note.patient.mrn, "inbound_message", "filed",
+        f"kind=fax-report; channel=smtp; referral_id={referral.id}")
     assert verify_chain().ok
 
 
@@ -639,3 +704,213 @@ async def test_text_stays_visible_when_colours_are_reduced(log, system):
         assert unreadable(app, system) == []
         await press(pilot, "down", "down", "down", "down", "down")  # the cursor on a coloured outcome
         assert unreadable(app, system) == []
+
+
+# --- what is recorded: received messages, by the system that took them in --------------------------------------
+
+
+def test_received_messages_are_recorded_whatever_became_of_them(db, parties, opener):
+    from receiving_kit import DIRECT, inbound, make_site, seal
+    from transports.direct.mime import Part
+    from transports.inbound import receive_message
+
+    make_site()
+    unknown = Part("CCDA_Ambulatory.xml", "text/xml", (DIRECT / "ett" / "ccda" / "CCDA_Ambulatory.xml").read_bytes())
+    sealed = seal(report(40, attachments=[unknown]), parties, signer=parties.partner)
+    assert receive_message(sealed, opener=opener, channel="imap").outcome == "accepted"  # unfiled: nobody by that name
+    assert receive_message(sealed, opener=opener, channel="imap").outcome == "duplicate"
+    assert receive_message(_tampered(parties), opener=opener, channel="smtp").outcome == "rejected"
+    plain = b"From: someone@example.org\r\nMessage-ID: <plain-1@example.org>\r\nSubject: Jones\r\n\r\nhello\r\n"
+    assert receive_message(plain, channel="smtp").outcome == "rejected"
+    assert receive_message(b"Subject: no id\r\n\r\nhello\r\n", actor="hpark").outcome == "rejected"
+    unfiled = inbound("<report-40@cardio.example.org>")
+    got = [(r.username, r.patient_mrn, r.object_type, r.outcome, r.detail) for r in rows_for("inbound.received")]
+    assert got[0] == ("worker", "", "inbound_message", "unfiled",
+                      "state=unfiled; patient_id=; referral_id=; closed=False")
+    assert rows_for("inbound.received")[0].object_id == str(unfiled.id)
+    assert got[1] == ("worker", "", "inbound_message", "duplicate", "channel=imap")
+    assert rows_for("inbound.received")[1].object_id == str(unfiled.id)  # the copy handled before
+    assert got[2][0] == "listener" and got[2][3] == "rejected" and got[2][4].startswith("channel=smtp")
+    assert got[3] == ("listener", "", "inbound_message", "rejected", "kind=other; channel=smtp")
+    assert got[4] == ("hpark", "", "inbound_message", "rejected", "channel=file")  # `referdesk receive` by hpark
+    assert all("jones" not in str(r.detail).lower() for r in rows_for("inbound.received"))  # no subject, no reason
+    assert verify_chain().ok
+
+
+# --- what is recorded: opening a note, a document, a received message ---------------------------------------------
+
+
+async def test_opening_a_note_is_recorded_with_the_mrn_and_the_user(note):
+    from tui.screens.note_view import NoteViewScreen
+
+    app = ReferdeskApp(username="hpark")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(NoteViewScreen(note.id))
+        await settle(pilot)
+    [row] = rows_for("note.view")
+    assert (row.username, row.patient_mrn, row.object_type, row.object_id, row.outcome, row.detail) == (
+        "hpark", note.patient.mrn, "note", str(note.id), "ok", "signed=yes")
+    no_names_in([row], note.patient)
+    assert verify_chain().ok
+
+
+async def test_opening_a_document_is_recorded_once(note):
+    from models.documents import Attachment, file_document
+    from tui.screens.document_view import DocumentViewScreen
+
+    patient = note.patient
+    mine = file_document(Attachment("consult.txt", "text/plain", b"Seen today.", kind="report", title="Consult"),
+                         owner="patient", patient=patient.id)
+    practice = file_document(Attachment("notice.txt", "text/plain", b"Hello.", kind="report"), owner="practice")
+    app = ReferdeskApp(username="frontdesk")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(DocumentViewScreen(mine.id))
+        await settle(pilot)
+        await pilot.resize_terminal(120, 40)  # a re-wrap is the same view
+        await settle(pilot)
+        await press(pilot, "escape")
+        app.push_screen(DocumentViewScreen(practice.id))
+        await settle(pilot)
+    got = [(r.username, r.patient_mrn, r.object_type, r.object_id, r.outcome, r.detail)
+           for r in rows_for("document.view")]
+    assert got == [("frontdesk", patient.mrn, "document", str(mine.id), "ok", "kind=report; owner=patient; shown=text"),
+                   ("frontdesk", "", "document", str(practice.id), "ok", "kind=report; owner=practice; shown=text")]
+    no_names_in(list(AuditEvent.select()), patient)
+    assert verify_chain().ok
+
+
+async def test_opening_a_received_message_is_recorded_once(db):
+    from transports.inbound import receive_message
+    from tui.screens.inbox_detail import InboxDetailScreen
+
+    plain = b"From: someone@example.org\r\nMessage-ID: <plain-2@example.org>\r\nSubject: hi\r\n\r\nhello\r\n"
+    receive_message(plain, channel="smtp")
+    [received] = rows_for("inbound.received")
+    app = ReferdeskApp(username="frontdesk")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        screen = InboxDetailScreen(int(received.object_id))
+        app.push_screen(screen)
+        await settle(pilot)
+        screen.reload()
+        await settle(pilot)
+    [row] = rows_for("inbound.view")
+    assert (row.username, row.patient_mrn, row.object_type, row.object_id, row.outcome, row.detail) == (
+        "frontdesk", "", "inbound_message", received.object_id, "ok", "state=rejected")
+    assert verify_chain().ok
+
+
+async def test_opening_the_audit_log_is_recorded_after_it_is_shown(log):
+    app = audit_app("admin")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.push_screen(AuditScreen())
+        await settle(pilot)
+        assert table_ids(app) == list(range(9, 0, -1))  # its own row is not among them
+        assert text_of(app, "#audit-chain") == "Chain intact: 9 rows checked"
+        await press(pilot, "s", *"chart", "r")
+        await settle(pilot)
+    [row] = rows_for("audit.view")
+    assert (row.username, row.patient_mrn, row.outcome, row.detail) == ("admin", "", "ok",
+                                                                       "via=tui; rows=9; chain=intact")
+    assert verify_chain().ok
+
+
+async def test_a_refused_look_at_the_audit_log_is_recorded(log):
+    app = audit_app("desk")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.identity = FrontDesk()
+        app.push_screen(AuditScreen())
+        await settle(pilot)
+    assert rows_for("audit.view") == []
+    [row] = rows_for("access.denied")
+    assert (row.username, row.outcome, row.detail) == ("desk", "denied", "via=tui; permission=audit")
+
+
+# --- what is recorded: the command line's reads --------------------------------------------------------------------
+
+
+@pytest.fixture
+def as_hpark(monkeypatch):
+    """Run the command line as the login hpark (open mode: the seeded account of that login names the rows)."""
+    monkeypatch.setattr("models.users.os_login", lambda env=None: "hpark")
+
+
+def cli_rows(data_dir, action: str) -> list[AuditEvent]:
+    open_database(sqlite_url(data_dir / "referdesk.db"))
+    try:
+        return rows_for(action)
+    finally:
+        close_database()
+
+
+def test_cli_search_records_counts_and_a_single_patient_only(data_dir, cli, as_hpark):
+    open_database(sqlite_url(data_dir / "referdesk.db"))
+    first = Patient.select().where(Patient.mrn == "1000001").get()
+    shared = (Patient.select(Patient.last_name).group_by(Patient.last_name)
+              .having(peewee.fn.COUNT(Patient.id) > 1).order_by(Patient.last_name).scalar())
+    close_database()
+    code, out, err = cli("--data-dir", data_dir, "search", "1000001", shared, "--json")
+    assert code == 0, err
+    one, many = json.loads(out)
+    assert len(one) == 1 and len({hit["mrn"] for hit in many}) > 1
+    rows = cli_rows(data_dir, "patient.search")
+    assert [(r.username, r.patient_mrn, r.outcome, r.detail) for r in rows] == [
+        ("hpark", "1000001", "ok", "via=cli; rows=1; patients=1"),
+        ("hpark", "", "ok", f"via=cli; rows={len(many)}; patients={len({hit['mrn'] for hit in many})}")]
+    for row in rows:  # what was searched for is never kept
+        assert shared.lower() not in row.detail.lower() and first.last_name.lower() not in row.detail.lower()
+    code, _, _ = cli("--data-dir", data_dir, "search", "zzzznobody")
+    assert code == 0
+    assert cli_rows(data_dir, "patient.search")[-1].detail == "via=cli; rows=0; patients=0"
+
+
+def test_cli_notes_referrals_ccda_and_cms50_are_recorded(data_dir, cli, as_hpark, tmp_path):
+    code, out, err = cli("--data-dir", data_dir, "notes", "--patient", "1000001", "--json")
+    assert code == 0, err
+    notes = json.loads(out)
+    code, _, err = cli("--data-dir", data_dir, "notes", "--patient", "Smith")
+    assert code == 1 and "no patient" in err
+    rows = cli_rows(data_dir, "note.list")
+    assert [(r.username, r.patient_mrn, r.outcome, r.detail) for r in rows] == [
+        ("hpark", "1000001", "ok", f"via=cli; notes={len(notes)}"),
+        ("hpark", "", "not-found", "via=cli")]  # the typed name is not kept
+
+    code, out, err = cli("--data-dir", data_dir, "referrals", "--since", "2020-01-01", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    [row] = cli_rows(data_dir, "referral.list")
+    mrns = {r["mrn"] for r in shown}
+    assert (row.username, row.patient_mrn, row.detail) == (
+        "hpark", next(iter(mrns)) if len(mrns) == 1 else "",
+        f"via=cli; rows={len(shown)}; patients={len(mrns)}; since=2020-01-01")
+
+    target = tmp_path / "ccd.xml"
+    code, _, err = cli("--data-dir", data_dir, "ccda", "--patient", "1000001", "-o", target)
+    assert code == 0, err
+    [row] = cli_rows(data_dir, "ccda.export")
+    assert (row.username, row.patient_mrn, row.object_type, row.outcome) == ("hpark", "1000001", "note", "ok")
+    assert row.detail == "via=cli; direction=transferring; format=xml; to=file"
+
+    code, _, err = cli("--data-dir", data_dir, "report", "cms50", "--year", "2026")
+    assert code == 0, err
+    [row] = cli_rows(data_dir, "report.cms50")
+    assert row.username == "hpark" and row.detail.startswith("via=cli; rows=") and row.detail.endswith("year=2026")
+    open_database(sqlite_url(data_dir / "referdesk.db"))
+    assert verify_chain().ok
+    close_database()
+
+
+def test_cli_audit_records_its_own_reading(log, audit_cli, as_hpark):
+    code, out, _ = audit_cli("--patient", "1000001", "--action", "chart")
+    assert code == 0 and len(out.splitlines()) == 1
+    code, out, err = audit_cli("--patient", "Jones")
+    assert (code, out) == (0, "")
+    open_database(current_url())
+    got = [(r.username, r.patient_mrn, r.outcome, r.detail) for r in rows_for("audit.view")]
+    assert got == [("hpark", "1000001", "ok", "via=cli; rows=1; action=chart"),
+                   ("hpark", "", "ok", "via=cli; rows=0; patient=unmatched")]
+    assert verify_chain().ok

@@ -114,6 +114,14 @@ def worker(site, cli) -> Summary:
     return summary
 
 
+def hand_overs(site, cli, referral_id: int) -> list[tuple[str, str, str, str]]:
+    """The audit log's `referral.direct` rows for the referral, oldest first: (user, MRN, outcome, detail)."""
+    code, out, err = site.run(cli, "audit", "--action", "referral.direct", "--detail", "--json")
+    assert code == 0, err
+    rows = [r for r in json.loads(out) if r["object_id"] == str(referral_id)]
+    return [(r["username"], r["patient_mrn"], r["outcome"], r["detail"]) for r in sorted(rows, key=lambda r: r["id"])]
+
+
 def referral(site, cli, referral_id: int) -> dict:
     code, out, err = site.run(cli, "referrals", "--json")
     assert code == 0, err
@@ -284,6 +292,8 @@ def test_a_hisp_that_is_down_leaves_it_queued_and_the_next_attempt_sends_the_sam
     [got] = hisp.received
     assert email.message_from_bytes(got.content)["Message-ID"] == row["message_id"]
     assert referral(site, cli, referral_id)["status"] == "sent"
+    assert hand_overs(site, cli, referral_id) == [("worker", MRN, "retry", "attempt 1"),
+                                                 ("worker", MRN, "ok", "attempt 2")]
 
 
 def test_a_550_fails_it_with_the_servers_reply(site, cli, tls):
@@ -294,6 +304,7 @@ def test_a_550_fails_it_with_the_servers_reply(site, cli, tls):
     row = referral(site, cli, referral_id)
     assert row["status"] == "failed" and "550 5.1.1 mailbox unavailable" in row["status_reason"]
     assert hisp.received == []
+    assert hand_overs(site, cli, referral_id) == [("worker", MRN, "failed", "attempt 1")]
 
 
 def test_a_hisp_offering_only_tls_1_1_is_refused(site, cli, tls):

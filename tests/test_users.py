@@ -4,6 +4,7 @@ trusted SSH, with a password on the console), what each role may do in the app a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -322,8 +323,15 @@ async def test_three_wrong_passwords_close_referdesk(accounts, login_as):
     app = ReferdeskApp(config=accounts)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        for attempt in ("guess one", "guess two", "guess three"):
+        for attempt in ("guess one", "guess two"):
             await sign_in(pilot, attempt)
+        # the third closes the app: no waiting on its workers after that (they are cancelled as it exits)
+        pilot.app.screen.query_one("#password", Input).insert_text_at_cursor("guess three")
+        await pilot.press("enter")
+        for _ in range(100):
+            if app.return_code is not None:
+                break
+            await asyncio.sleep(0.05)
     assert app.return_code == 1
     assert not any(isinstance(s, PatientSearchScreen) for s in app.screen_stack)
 
@@ -504,3 +512,104 @@ def test_add_account_checks_what_it_is_given(seeded):
         add_account("hpark", "Helen Park", "clinician", os_user="helen")
     with pytest.raises(UserError, match="already maps to the account 'admin'"):
         add_account("boss", "The Boss", "admin", os_user="admin")
+
+
+# --- who the audit log names, on the command line ------------------------------------------------------------------
+
+
+def audit_rows(data_dir, action: str) -> list:
+    from models.audit import verify_chain
+    from models.db import close_database, open_database
+    from models.referrals import AuditEvent
+
+    open_database(sqlite_url(data_dir / "referdesk.db"))
+    try:
+        assert verify_chain().ok
+        return [(r.username, r.patient_mrn, r.outcome, r.detail)
+                for r in AuditEvent.select().where(AuditEvent.action == action).order_by(AuditEvent.id)]
+    finally:
+        close_database()
+
+
+def test_cli_send_goes_as_the_signed_in_account_and_refuses_another(cli, cli_accounts, data_dir, login_as):
+    from test_cli import _contact
+
+    contact = _contact(data_dir, "verified")
+    send = ("send", "--patient", "1000001", "--via", "direct", "--to", contact.direct_address)
+    login_as("frontdesk")
+    code, out, err = cli(*cli_accounts, *send, "--user", "hpark")
+    assert code == 1 and out == ""
+    assert err.strip() == ("referdesk: --user hpark: you are signed in as frontdesk, and a referral is sent as the "
+                           "signed-in account; leave out --user (or give --user frontdesk)")
+    assert audit_rows(data_dir, "referral.create") == []  # nothing was sent
+    assert audit_rows(data_dir, "access.denied") == [
+        ("frontdesk", "", "denied", "via=cli; verb=send; permission=send-referral; reason=other-user")]
+    code, out, err = cli(*cli_accounts, *send, "--user", "frontdesk")
+    assert code == 0, err
+    code, out, err = cli(*cli_accounts, *send)
+    assert code == 0, err
+    assert [row[0] for row in audit_rows(data_dir, "referral.create")] == ["frontdesk", "frontdesk"]
+
+    login_as("admin")  # an administrator may not send as someone else either
+    code, _, err = cli(*cli_accounts, *send, "--user", "hpark")
+    assert code == 1 and "you are signed in as admin" in err
+
+
+def test_cli_send_in_open_mode_names_the_user_given_or_the_login(cli, data_dir, login_as):
+    from test_cli import _contact
+
+    contact = _contact(data_dir, "verified")
+    login_as("someone")  # a login with no account
+    send = ("--data-dir", data_dir, "send", "--patient", "1000001", "--via", "direct", "--to", contact.direct_address)
+    assert cli(*send, "--user", "hpark")[0] == 0
+    assert cli(*send)[0] == 0
+    assert [row[0] for row in audit_rows(data_dir, "referral.create")] == ["hpark", "someone"]
+
+
+def test_cli_audit_is_for_administrators_and_reading_it_is_recorded(cli, cli_accounts, data_dir, login_as):
+    login_as("frontdesk")
+    code, out, err = cli(*cli_accounts, "audit")
+    assert code == 1 and out == "" and "Only administrators may read the audit log" in err
+    login_as("mallory")
+    assert cli(*cli_accounts, "search", "1000001")[0] == 1
+    assert audit_rows(data_dir, "access.denied") == [
+        ("frontdesk", "", "denied", "via=cli; verb=audit; permission=audit; reason=role"),
+        ("mallory", "", "denied", "via=cli; verb=search; permission=search; reason=no-account")]
+    login_as("admin")
+    code, out, err = cli(*cli_accounts, "audit", "--action", "access", "--json")
+    assert code == 0, err
+    assert [r["username"] for r in json.loads(out)] == ["mallory", "frontdesk"]
+    code, out, err = cli(*cli_accounts, "audit", "--verify")
+    assert code == 0 and out.startswith("audit chain intact")
+    assert audit_rows(data_dir, "audit.view") == [("admin", "", "ok", "via=cli; rows=2; action=access")]
+    assert [row[:3] for row in audit_rows(data_dir, "audit.verify")] == [("admin", "", "intact")]
+
+
+def test_cli_reads_name_the_signed_in_account(cli, cli_accounts, data_dir, login_as):
+    login_as("hpark")
+    assert cli(*cli_accounts, "search", "1000001")[0] == 0
+    assert cli(*cli_accounts, "notes", "--patient", "1000001")[0] == 0
+    assert audit_rows(data_dir, "patient.search") == [("hpark", "1000001", "ok", "via=cli; rows=1; patients=1")]
+    assert [row[:3] for row in audit_rows(data_dir, "note.list")] == [("hpark", "1000001", "ok")]
+
+
+def test_cli_account_changes_are_recorded(cli, cli_accounts, data_dir, login_as, monkeypatch):
+    login_as("admin")
+    monkeypatch.setenv("REFERDESK_NEW_PASSWORD", PASSWORD)
+    assert cli(*cli_accounts, "users", "add", "dreyes", "--name", "Dana Reyes", "--role", "front-desk",
+               "--password")[0] == 0
+    assert cli(*cli_accounts, "users", "set-role", "dreyes", "clinician")[0] == 0
+    assert cli(*cli_accounts, "users", "deactivate", "dreyes")[0] == 0
+    assert cli(*cli_accounts, "users", "activate", "dreyes")[0] == 0
+    assert cli(*cli_accounts, "users", "passwd", "dreyes")[0] == 0
+    login_as("frontdesk")
+    assert cli(*cli_accounts, "users", "passwd", "hpark")[0] == 1
+    got = {action: audit_rows(data_dir, action) for action in ("users.add", "users.set-role", "users.deactivate",
+                                                              "users.activate", "users.passwd")}
+    assert got == {"users.add": [("admin", "", "ok", "via=cli; role=front-desk; password=set")],
+                   "users.set-role": [("admin", "", "ok", "via=cli; role=clinician")],
+                   "users.deactivate": [("admin", "", "ok", "via=cli")],
+                   "users.activate": [("admin", "", "ok", "via=cli")],
+                   "users.passwd": [("admin", "", "ok", "via=cli")]}
+    assert audit_rows(data_dir, "access.denied") == [
+        ("frontdesk", "", "denied", "via=cli; verb=users-passwd; permission=users; reason=not-self")]

@@ -16,6 +16,12 @@ Idempotent by Message-ID: a message that was filed, left for staff, or acknowled
 when it comes again, and nothing is queued twice; a rejected one may be tried again (e.g. once the trust bundle
 is fixed). Never raises for what a message contains: any error after the raw bytes are stored becomes a stored
 failure. Nothing is logged (messages are PHI).
+
+Every message ends in one `inbound.received` audit row whatever became of it — filed, unfiled (waiting for
+staff), rejected (quarantined), failed or duplicate — as its outcome, by the system actor that took it in
+(SYSTEM_ACTORS: the SMTP listener, the worker polling IMAP) or the person running `referdesk receive`. Its
+detail holds ids and codes (kind, channel, referral id), never the reason text, which can quote a file name
+or a certificate subject: staff read the reason on the message itself (the inbox), by the row's id.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from email.message import Message
 
 from models import clock
-from models.audit import patient_mrn_for, record
+from models.audit import patient_mrn_for, record, referral_mrn
 from models.db import database
 from models.delivery import record_notification
 from models.practice import Practice
@@ -45,6 +51,8 @@ NOTIFICATION_REPORTS = ("disposition-notification", "delivery-status")
 CHANNELS = ("file", "smtp", "imap")
 #: States in which a Message-ID counts as handled: a second copy of it is a duplicate.
 HANDLED = ("filed", "unfiled")
+#: Who the audit log names as receiving a message, by channel (a person running `referdesk receive` is named).
+SYSTEM_ACTORS = {"smtp": "listener", "imap": "worker", "file": "receive"}
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class _Receipt:
 
     inner_headers: Message | None = None  # the inner message's header block (read even when its body is not)
     fax_reports: object = None
+    actor: str = ""  # who the audit row names as receiving it
+    channel: str = "file"
 
     def practice_address(self) -> str:
         configured = str(getattr(self.opener, "address", "") or "")
@@ -118,8 +128,21 @@ def _settle(receipt: _Receipt, outcome: ReceiveOutcome, *, state: str | None = N
                "referral": outcome.matched_referral}
     if kind:
         changes["kind"] = kind
-    InboundMessage.update(**changes).where(InboundMessage.id == receipt.row.id).execute()
+    with database.atomic():
+        InboundMessage.update(**changes).where(InboundMessage.id == receipt.row.id).execute()
+        _audit(receipt.actor, state, receipt.row.id, referral_id=outcome.matched_referral, kind=kind,
+               channel=receipt.channel)
     return outcome
+
+
+def _audit(actor: str, state: str, inbound_id: int, *, referral_id: int | None = None, kind: str = "",
+           channel: str = "") -> None:
+    """The `inbound.received` row of a message that was not filed to a chart by `_accept_and_file` (which
+    writes its own): rejected, failed, duplicate, or a notification or fax report applied to a referral."""
+    detail = "; ".join(part for part in (f"kind={kind}" if kind else "", f"channel={channel}" if channel else "",
+                                         f"referral_id={referral_id}" if referral_id is not None else "") if part)
+    record("inbound.received", username=actor, patient_mrn=referral_mrn(referral_id), outcome=state,
+           object_type="inbound_message", object_id=str(inbound_id), detail=detail)
 
 
 def _duplicate(message_id: str, earlier: InboundMessage) -> ReceiveOutcome:
@@ -129,13 +152,16 @@ def _duplicate(message_id: str, earlier: InboundMessage) -> ReceiveOutcome:
 
 # --- the entry point -----------------------------------------------------------------------------------------
 
-def receive_message(raw: bytes, *, opener=None, channel: str = "file", fax_reports=None) -> ReceiveOutcome:
+def receive_message(raw: bytes, *, opener=None, channel: str = "file", fax_reports=None,
+                    actor: str = "") -> ReceiveOutcome:
     """Process one RFC 5322 message. `opener(raw, outer headers) -> OpenResult` decrypts and trust-checks an
     S/MIME message (transports.direct.receiving builds one from the practice's identity); `channel` is how it
     came: file (the command line), smtp (our listener) or imap (the HISP's mailbox). `fax_reports`
-    (transports.efax.reports.FaxReports) takes the email-to-fax gateway's reports about our faxes."""
+    (transports.efax.reports.FaxReports) takes the email-to-fax gateway's reports about our faxes. `actor` is
+    who the audit log names as receiving it (default: the channel's system actor, SYSTEM_ACTORS)."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown inbound channel {channel!r}")
+    actor = actor or SYSTEM_ACTORS[channel]
     try:
         outer = read_headers(raw)
     except Exception:  # noqa: BLE001 - a header block the parser cannot take is an empty one
@@ -144,9 +170,10 @@ def receive_message(raw: bytes, *, opener=None, channel: str = "file", fax_repor
     if found_id:
         earlier = _earlier(found_id)
         if earlier is not None:
+            _audit(actor, "duplicate", earlier.id, referral_id=earlier.referral_id, channel=channel)
             return _duplicate(found_id, earlier)
     receipt = _Receipt(_store(raw if len(raw) <= MAX_BYTES else b"", outer, found_id, channel), raw, outer,
-                       found_id, opener, fax_reports=fax_reports)
+                       found_id, opener, fax_reports=fax_reports, actor=actor, channel=channel)
     try:
         return _process(receipt)
     except Exception as exc:  # noqa: BLE001 - whatever a message does, it ends as a stored failure
@@ -241,7 +268,7 @@ def _notification(receipt: _Receipt, message: Message) -> ReceiveOutcome:
 
 
 def _fax_report(receipt: _Receipt) -> ReceiveOutcome:
-    applied = receipt.fax_reports.apply(receipt.raw)
+    applied = receipt.fax_reports.apply(receipt.raw, actor=receipt.actor)
     if applied is None:
         return _settle(receipt, ReceiveOutcome("rejected", "mail from the fax gateway that is not a fax report",
                                                receipt.message_id), kind="fax-report")
@@ -316,7 +343,8 @@ def _accept_and_file(receipt: _Receipt) -> ReceiveOutcome:
                 InboundMessage.id == receipt.row.id).execute()
             if target is not None:
                 acknowledge.queue(receipt.row.id, target, "dispatched", held=state == "unfiled")
-            record("inbound.received", patient_mrn=patient_mrn_for(match.patient_id), outcome=state,
+            record("inbound.received", username=receipt.actor, patient_mrn=patient_mrn_for(match.patient_id),
+                   outcome=state,
                    object_type="inbound_message", object_id=str(receipt.row.id),
                    detail=f"state={state}; patient_id={match.patient_id or ''}; "
                           f"referral_id={match.referral_id or ''}; closed={closed}")
@@ -324,6 +352,8 @@ def _accept_and_file(receipt: _Receipt) -> ReceiveOutcome:
         InboundMessage.update(state="rejected", error=f"a second copy of inbound message {dup.earlier.id}, "
                                                       "processed at the same time; ignored").where(
             InboundMessage.id == receipt.row.id).execute()
+        _audit(receipt.actor, "duplicate", receipt.row.id, referral_id=dup.earlier.referral_id,
+               channel=receipt.channel)
         return _duplicate(found_id, dup.earlier)
     except Exception as exc:  # noqa: BLE001 - filing failed: the sender is told, staff see why
         return _accept_and_fail(receipt, f"it could not be filed ({type(exc).__name__}: {str(exc)[:200]})")
@@ -367,9 +397,12 @@ def _accept_and_fail(receipt: _Receipt, reason: str) -> ReceiveOutcome:
             if target is not None:
                 acknowledge.queue(receipt.row.id, target, "processed")
                 acknowledge.queue(receipt.row.id, target, "failed", failure=reason)
+            _audit(receipt.actor, "failed", receipt.row.id, kind="report", channel=receipt.channel)
     except _Duplicate as dup:
         InboundMessage.update(state="rejected", error=f"a second copy of inbound message {dup.earlier.id}").where(
             InboundMessage.id == receipt.row.id).execute()
+        _audit(receipt.actor, "duplicate", receipt.row.id, referral_id=dup.earlier.referral_id,
+               channel=receipt.channel)
         return _duplicate(receipt.message_id, dup.earlier)
     told = " (the sender is told: failed MDN queued)" if target is not None else ""
     return ReceiveOutcome("rejected", f"accepted from a trusted sender but not filed: {reason}{told}",
@@ -386,4 +419,8 @@ def _fail(receipt: _Receipt, reason: str) -> ReceiveOutcome:
         except Exception:  # noqa: BLE001 - fall through to the bare record
             pass
     InboundMessage.update(state="failed", error=reason).where(InboundMessage.id == receipt.row.id).execute()
+    try:
+        _audit(receipt.actor, "failed", receipt.row.id, channel=receipt.channel)
+    except Exception:  # noqa: BLE001 - the database itself may be what failed: the stored failure stands
+        pass
     return ReceiveOutcome("rejected", reason, receipt.message_id)

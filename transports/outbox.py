@@ -25,6 +25,25 @@ from models.outbox import (LEASE, ClaimedJob, LeaseLost, claim_due_jobs, job_fai
 from transports.direct.smtp_send import retry_delay
 
 MAX_ATTEMPTS = 40  # with delays capped at 24 h: several days of a HISP being down before giving up
+WORKER = "worker"  # the audit log's actor for what the outbox does
+
+
+def _settle_direct(job: ClaimedJob, state: str, detail: str, delay: float = 0.0) -> None:
+    """Record a Direct hand-over's outcome and its audit row (`referral.direct`: ok, retry or failed; the
+    attempt number only, never the server's words) in one transaction: both or neither."""
+    from models.audit import record_referral
+    from models.db import database
+
+    with database.atomic():
+        if state == "sent":
+            job_sent(job, detail)
+        elif state == "retry":
+            job_retry(job, detail, delay)
+        else:
+            job_failed(job, detail)
+        if job.kind == "referral":
+            record_referral("referral.direct", job.referral_id, username=WORKER,
+                            outcome="ok" if state == "sent" else state, detail=f"attempt {job.attempt}")
 
 
 @dataclass
@@ -210,19 +229,19 @@ class OutboxWorker:
             outcome_state, detail = outcome.state, outcome.detail
         try:
             if outcome_state == "sent":
-                await self._record(job_sent, job, detail)
+                await self._record(_settle_direct, job, "sent", detail)
                 if job.kind == "mdn":
                     summary.mdns += 1
                 else:
                     summary.sent += 1
             elif outcome_state == "retry" and job.attempt < MAX_ATTEMPTS:
                 delay = retry_delay(job.attempt, rng=self.rng)
-                await self._record(job_retry, job, detail, delay)
+                await self._record(_settle_direct, job, "retry", detail, delay)
                 summary.retried += 1
             else:
                 if outcome_state == "retry":
                     detail = f"gave up after {job.attempt} attempts: {detail}"
-                await self._record(job_failed, job, detail)
+                await self._record(_settle_direct, job, "failed", detail)
                 summary.failed += 1
         except LeaseLost:
             return

@@ -2,13 +2,50 @@
 
 Wired into tui/cli.py's parser by `add_audit_parser(commands)`; like every verb, it imports the models only
 when it runs, so `referdesk --help` stays fast.
+
+Reading the log is itself audited: `audit.view` (which filters, how many rows) once the rows are read and
+`audit.verify` (intact or broken, at which row) once the chain is checked — each written after the answer was
+worked out, so the answer never counts its own row. `record_cli` is how every other verb of the command line
+writes its row too (tui/cli.py).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Iterable
 
 DEFAULT_LIMIT = 500
+
+
+def record_cli(args: argparse.Namespace, action: str, *, patient_mrn: str = "", object_type: str = "",
+               object_id: str = "", outcome: str = "ok", detail: str = "") -> None:
+    """One audit row for what a command-line verb did or showed: by whoever runs it (tui.commands_users.actor_of:
+    the signed-in account, else the login), `via=cli` first in the detail. Called before the verb prints, so
+    patient data never reaches the screen unrecorded; if the row cannot be written the verb fails."""
+    from models.audit import record
+    from tui.commands_users import actor_of
+
+    record(action, username=actor_of(args), patient_mrn=patient_mrn, object_type=object_type, object_id=object_id,
+           outcome=outcome, detail="; ".join(part for part in ("via=cli", detail) if part))
+
+
+def record_shown(args: argparse.Namespace, action: str, mrns: Iterable[str], *, rows: int | None = None,
+                 detail: str = "") -> None:
+    """The audit row of a verb that lists patients (`search`, `referrals`, `report cms50`): how many rows and how
+    many patients it showed, and the MRN only when they were all one patient's.
+
+    Why not more: what a search was for (its text: a name, a date of birth) is itself PHI, and the audit log is
+    read by people who need not see charts (models/audit.py), so the text is never kept. Why not every MRN: a
+    list shows one line of demographics per patient, not their charts; one row per patient listed would bury the
+    chart views that matter under every name a broad search touched, and `referdesk audit --patient` would say
+    each of fifty people had been "looked at" when one was searched for. A list that shows a single patient is a
+    look-up of that patient, so it carries that MRN. Opening a chart, a note or a document is recorded on its own.
+    """
+    shown = [mrn for mrn in mrns if mrn]
+    patients = sorted(set(shown))
+    counts = f"rows={len(shown) if rows is None else rows}; patients={len(patients)}"
+    record_cli(args, action, patient_mrn=patients[0] if len(patients) == 1 else "",
+               detail="; ".join(part for part in (counts, detail) if part))
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -23,6 +60,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     if args.verify:
         report = verify_chain()
+        record_cli(args, "audit.verify", outcome="intact" if report.ok else "broken",
+                   detail=f"rows={report.rows}" + (f"; first_bad={report.first_bad_id}" if not report.ok else ""))
         if args.json:
             _print_json(report.as_json())
         elif report.ok:
@@ -41,6 +80,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
                      limit=args.limit)
     except AuditError as exc:
         raise CommandError(f"--limit: {exc}") from exc
+    # The filters are ids and codes; a --patient that matched nothing is not kept (it may be a mistyped name).
+    filters = [f"{name}={value}" for name, value in (("user", args.user), ("action", args.action),
+                                                        ("since", args.since)) if value]
+    if args.patient and not rows:
+        filters.append("patient=unmatched")
+    record_cli(args, "audit.view", patient_mrn=args.patient.strip() if args.patient and rows else "",
+               detail="; ".join([f"rows={len(rows)}", *filters]))
     if args.json:
         _print_json([row.as_json() for row in rows])
         return 0

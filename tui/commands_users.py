@@ -68,6 +68,7 @@ def sign_in_cli(args: argparse.Namespace, config):
     if identity is not None:
         return identity
     identity = who_is_here(config)
+    args.sign_in_attempt = identity  # who tried, for the audit row should this be refused
     if identity.refused:
         raise CommandError(identity.refusal)
     if identity.needs_password:
@@ -92,25 +93,106 @@ def sign_in_cli(args: argparse.Namespace, config):
 
 
 def authorize_cli(args: argparse.Namespace, config, action: str | None = None) -> None:
-    """Sign in and check `action` (by default the verb's, from CLI_ACTIONS). Nothing at all in open mode."""
+    """Sign in and check `action` (by default the verb's, from CLI_ACTIONS). Nothing is checked in open mode,
+    but who runs the command is still worked out (`actor_of`) for the audit log. A refusal — a login without
+    an active account, a wrong password, a role not allowed the verb — is itself audited (`access.denied`)."""
     from models.access import refusal
     from models.users import UserError, access_settings
     from tui.cli import CommandError
 
+    verb = getattr(getattr(args, "handler", None), "__name__", "").removeprefix("cmd_")
     if action is None:
         name = getattr(getattr(args, "handler", None), "__name__", "")
         if name in CLI_ACTIONS and CLI_ACTIONS[name] is None:
+            try:  # not checked here; in open mode, still who it is, for the verb's own audit rows
+                if access_settings(config).mode == "open":
+                    _set_open_actor(args, config)
+            except UserError:
+                pass  # said by whatever the verb does next (the app's refusal screen, `users`'s own check)
             return
         action = CLI_ACTIONS.get(name, DEFAULT_ACTION)
     try:
         if access_settings(config).mode == "open":
+            _set_open_actor(args, config)
             return
     except UserError as exc:
         raise CommandError(str(exc)) from exc
-    identity = sign_in_cli(args, config)
+    try:
+        identity = sign_in_cli(args, config)
+    except CommandError:
+        attempt = getattr(args, "sign_in_attempt", None)
+        _record_denied(args, action, verb, "no-account" if attempt is None or attempt.refused else "password")
+        raise
+    args.actor = identity.username
     if not identity.can(action):
         account = identity.account
+        _record_denied(args, action, verb, "role")
         raise CommandError(refusal(action, account.username, account.role)[:-1])
+
+
+def _set_open_actor(args: argparse.Namespace, config) -> None:
+    """Open mode: the account the operating-system login maps to, else the login itself, names who did it."""
+    if getattr(args, "actor", ""):
+        return
+    from models.users import who_is_here
+
+    identity = who_is_here(config)
+    args.actor = identity.username or identity.login
+
+
+def actor_of(args: argparse.Namespace) -> str:
+    """The username a command's audit rows carry: the signed-in account in accounts mode; in open mode the
+    account the login maps to, else the operating-system login (for verbs not signed in, e.g. `receive`)."""
+    actor = getattr(args, "actor", "")
+    if actor:
+        return actor
+    identity = getattr(args, "identity", None)
+    if identity is not None and identity.username:
+        return identity.username
+    from models.users import os_login
+
+    return os_login()
+
+
+def acting_user(args: argparse.Namespace, config, named: str | None) -> str:
+    """Who a referral is sent as (`referdesk send --user NAME`). Accounts mode: the signed-in account, always;
+    a --user naming another account is refused (and audited), not honoured — not even for an administrator,
+    since a row saying someone else sent it is exactly what the audit log must not hold. Open mode (one user,
+    no sign-in): --user as given, else who runs it."""
+    from models.users import UserError, access_settings
+    from tui.cli import CommandError
+
+    named = (named or "").strip()
+    try:
+        accounts = access_settings(config).mode == "accounts"
+    except UserError as exc:
+        raise CommandError(str(exc)) from exc
+    if not accounts:
+        return named or actor_of(args)
+    identity = sign_in_cli(args, config)
+    if named and named != identity.username:
+        _record_denied(args, "send-referral", "send", "other-user")
+        raise CommandError(f"--user {named}: you are signed in as {identity.username}, and a referral is sent "
+                           f"as the signed-in account; leave out --user (or give --user {identity.username})")
+    return identity.username
+
+
+def _record_denied(args: argparse.Namespace, action: str, verb: str, reason: str) -> None:
+    """An `access.denied` row: who (the account, else the login), which permission, which verb, and why in a
+    word (role, password, no-account, not-self). Never raises: the refusal the person sees matters more."""
+    from models.audit import record
+
+    identity = getattr(args, "identity", None) or getattr(args, "sign_in_attempt", None)
+    username = (identity.username or identity.login) if identity is not None else ""
+    if not username:
+        from models.users import os_login
+
+        username = os_login()
+    try:
+        record("access.denied", username=username, outcome="denied",
+               detail=f"via=cli; verb={verb.replace('_', '-')}; permission={action}; reason={reason}")
+    except Exception:  # noqa: BLE001 - e.g. the database is read-only: the refusal still stands
+        pass
 
 
 def read_new_password(username: str) -> str:
@@ -161,6 +243,14 @@ def cmd_users_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_change(args: argparse.Namespace, action: str, account, detail: str = "") -> None:
+    """A set-up change to staff accounts, by whom, on which account (its username; never the password)."""
+    from models.audit import record
+
+    record(action, username=actor_of(args), object_type="user", object_id=account.username,
+           detail="; ".join(part for part in ("via=cli", detail) if part))
+
+
 def _changed(action):
     from models.users import UserError
     from tui.cli import CommandError
@@ -183,6 +273,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         _changed(lambda: check_password_strength(password))
     account = _changed(lambda: add_account(args.username, args.name, args.role, os_user=args.os_user or "",
                                            password=password))
+    _audit_change(args, "users.add", account, f"role={account.role}; password={'set' if password else 'none'}")
     _say(f"added {account.username} ({account.display_name}, {account.role_name}), login {account.os_user}"
          + ("" if account.has_password else "; no password: signs in over SSH only"))
     return 0
@@ -195,6 +286,7 @@ def cmd_users_set_role(args: argparse.Namespace) -> int:
     from models.users import set_role
 
     account = _changed(lambda: set_role(args.username, args.role))
+    _audit_change(args, "users.set-role", account, f"role={account.role}")
     _say(f"{account.username} is now {account.role_name}")
     return 0
 
@@ -206,6 +298,7 @@ def cmd_users_deactivate(args: argparse.Namespace) -> int:
     from models.users import set_active
 
     account = _changed(lambda: set_active(args.username, False))
+    _audit_change(args, "users.deactivate", account)
     _say(f"{account.username} is deactivated: login {account.os_user} can no longer use referdesk")
     return 0
 
@@ -217,6 +310,7 @@ def cmd_users_activate(args: argparse.Namespace) -> int:
     from models.users import set_active
 
     account = _changed(lambda: set_active(args.username, True))
+    _audit_change(args, "users.activate", account)
     _say(f"{account.username} is active again")
     return 0
 
@@ -232,6 +326,7 @@ def cmd_users_passwd(args: argparse.Namespace) -> int:
         identity = sign_in_cli(args, config)
         if identity.username != args.username and not identity.can("users"):
             account = identity.account
+            _record_denied(args, "users", "users_passwd", "not-self")
             raise CommandError(refusal("users", account.username, account.role)[:-1]
                                + f"; you may set your own with: referdesk users passwd {account.username}")
     from models.users import get_account
@@ -239,6 +334,7 @@ def cmd_users_passwd(args: argparse.Namespace) -> int:
     _changed(lambda: get_account(args.username))  # an unknown name is said before the password is asked
     password = read_new_password(args.username)
     account = _changed(lambda: set_password(args.username, password))
+    _audit_change(args, "users.passwd", account)
     _say(f"password set for {account.username}")
     return 0
 

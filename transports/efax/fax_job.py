@@ -6,6 +6,12 @@ claimed again to ask how it went (Phaxio is polled; a gateway's emailed report i
 `settle_report`). A busy line or no answer is dialled again after the `[efax] retry_delays`; a bad number or
 a document the provider cannot convert fails at once with the provider's reason. Every attempt is a
 ReferralEvent. The models keep one fax per number in flight (models/outbox.py).
+
+Audited: each hand-over to the provider (`referral.fax`: sent, retry or failed, with the attempt), and the
+final word about the fax — `referral.delivered` (ok) or `referral.failed`, as a Direct referral's notification is —
+by the system actor that learnt it: the worker polling the provider (WORKER) or the inbound pipeline taking
+the gateway's emailed report (transports/efax/reports.py). Written in the transaction that settles the job,
+so a delivered referral never lacks its row.
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ from collections.abc import Mapping
 from models import clock
 from models.addresses import fax_e164, format_fax
 from models.audit import record_referral
+from models.db import database
 from models.documents import referral_files
 from models.outbox import ClaimedJob, job_delivered, job_failed, job_retry, job_waiting
 from models.practice import Practice
 from models.referrals import Referral
 from transports.efax.base import FaxError, FaxProvider, FaxRequest, FaxStatus, IN_PROGRESS, QUEUED, SUCCESS
+
+#: The audit log's name for the outbox worker, which sends faxes and asks providers how they went.
+WORKER = "worker"
 
 
 @dataclass(frozen=True)
@@ -103,12 +113,13 @@ async def run_fax_job(job: ClaimedJob, provider: FaxProvider, policy: FaxPolicy)
             if exc.transient:
                 await asyncio.to_thread(job_waiting, job, job.external_id, None, policy.poll_seconds)
                 return f"status unknown for now ({exc}); asking again"
-            await asyncio.to_thread(job_failed, job, f"{provider.name} cannot say how the fax went: {exc}")
+            await asyncio.to_thread(_failed, job, f"{provider.name} cannot say how the fax went: {exc}",
+                                    f"via {provider.name}; no status", WORKER)
             return "failed"
         return await asyncio.to_thread(settle, job, status, provider.name, policy, state)
     attempt = state.sends + 1
     outcome = await _send(job, provider, policy, state, attempt)
-    await asyncio.to_thread(record_referral, "referral.fax", job.referral_id, outcome=outcome,
+    await asyncio.to_thread(record_referral, "referral.fax", job.referral_id, username=WORKER, outcome=outcome,
                             detail=f"attempt {attempt} of {policy.max_sends} via {provider.name}")
     return outcome
 
@@ -134,21 +145,35 @@ async def _send(job: ClaimedJob, provider: FaxProvider, policy: FaxPolicy, state
     return "sent"
 
 
+def _failed(job: ClaimedJob, reason: str, detail: str, actor: str) -> None:
+    """Fail the job and record the fax's final result, together."""
+    with database.atomic():
+        job_failed(job, reason)
+        record_referral("referral.failed", job.referral_id, username=actor, outcome="failed", detail=detail)
+
+
 def settle(job: ClaimedJob, status: FaxStatus, provider: str, policy: FaxPolicy,
-           state: FaxState | None = None) -> str:
+           state: FaxState | None = None, *, actor: str = WORKER) -> str:
     """Act on what the provider said about the fax `job` handed over: delivered, dial again, fail, or wait.
-    Synchronous (database work only): the poller runs it in a thread, the inbound pipeline directly."""
+    Synchronous (database work only): the poller runs it in a thread, the inbound pipeline directly. A final
+    result is audited as done by `actor` (the poller: WORKER; a gateway report: the inbound pipeline's)."""
     state = state or FaxState.load(job.payload)
     pages = f", {status.pages} page(s)" if status.pages else ""
+    # Ids and codes only: the provider's reason can quote the number dialled.
+    audit = f"fax via {provider}; attempt {state.sends} of {policy.max_sends}"
     if status.state == SUCCESS:
-        job_delivered(job, f"fax delivered by {provider} (id {job.external_id}{pages}, attempt {state.sends})")
+        with database.atomic():
+            job_delivered(job, f"fax delivered by {provider} (id {job.external_id}{pages}, attempt {state.sends})")
+            record_referral("referral.delivered", job.referral_id, username=actor, outcome="ok",
+                            detail=audit + (f"; pages={status.pages}" if status.pages else ""))
         return "delivered"
     if not status.final:
         sent_at = dt.datetime.fromisoformat(state.sent_at) if state.sent_at else clock.now()
         if clock.now() - sent_at > policy.report_timeout:
             minutes = int(policy.report_timeout.total_seconds() // 60)
-            job_failed(job, f"no delivery report from {provider} within {minutes} minutes (fax id "
-                            f"{job.external_id}): check with the recipient before sending again")
+            _failed(job, f"no delivery report from {provider} within {minutes} minutes (fax id "
+                         f"{job.external_id}): check with the recipient before sending again",
+                    f"{audit}; no report within {minutes} minutes", actor)
             return "failed"
         detail = None
         if status.state != state.last_state:
@@ -165,5 +190,5 @@ def settle(job: ClaimedJob, status: FaxStatus, provider: str, policy: FaxPolicy,
         return "retry"
     if status.transient:
         reason = f"not delivered after {state.sends} attempts: {reason}"
-    job_failed(job, f"fax failed: {reason}")
+    _failed(job, f"fax failed: {reason}", f"{audit}; status={status.state}", actor)
     return "failed"

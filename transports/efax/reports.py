@@ -18,7 +18,8 @@ class FaxReports:
 
     gateway_domain: str
     policy: FaxPolicy
-    worker: str = "inbound"
+    worker: str = "inbound"  # the name the job is claimed under
+    actor: str = "inbound"  # who the audit log names as learning the fax's final result (see apply)
 
     @classmethod
     def from_config(cls, config: Config | None) -> "FaxReports | None":
@@ -35,9 +36,10 @@ class FaxReports:
         sender = address(message, "From").lower()
         return sender.endswith("@" + self.gateway_domain) or sender.endswith("." + self.gateway_domain)
 
-    def apply(self, raw: bytes) -> tuple[str, int | None] | None:
+    def apply(self, raw: bytes, actor: str = "") -> tuple[str, int | None] | None:
         """(what happened, referral id) for a report about one of our waiting faxes; None when `raw` is not
-        such a report (the caller then treats it as any other message)."""
+        such a report (the caller then treats it as any other message). A final result (delivered, failed) is
+        audited by fax_job.settle, as done by `actor` (whoever took the report in; default `self.actor`)."""
         from transports.efax.gateway_report import parse_gateway_report
 
         report = parse_gateway_report(raw)
@@ -46,5 +48,5 @@ class FaxReports:
         job = claim_by_external_id(self.worker, "efax", report.fax_id)
         if job is None:  # a second copy, a late report about an attempt since redialled, or not ours
             return "unmatched", None
-        effect = settle(job, report.status, "smtp-gateway", self.policy)
+        effect = settle(job, report.status, "smtp-gateway", self.policy, actor=actor or self.actor)
         return effect, job.referral_id

@@ -85,6 +85,7 @@ class AuditScreen(ReferdeskScreen):
         self.rows: list[AuditRow] = []
         self.chain: ChainReport | None = None
         self.loaded = False
+        self.viewed = False  # whether this opening was audited yet (_record_view)
         self._loaded_width = 0
 
     def compose(self) -> ComposeResult:
@@ -122,6 +123,12 @@ class AuditScreen(ReferdeskScreen):
         if not self.allowed:
             self._say(NOT_ALLOWED, True)
             self._set_chain("", "")
+            if not self.viewed:  # the attempt is audited, once per opening
+                self.viewed = True
+                from models.audit import record
+
+                record("access.denied", username=getattr(self.app, "username", ""), outcome="denied",
+                       detail="via=tui; permission=audit")
             return
         self._load(self.filter_text)
         self._check_chain()
@@ -163,6 +170,7 @@ class AuditScreen(ReferdeskScreen):
         self.rows = rows
         self.loaded = True
         self._fill()
+        self._record_view()
         if not rows:
             self._say(f"No audit row matches {text.strip()!r}." if text.strip() else "No audit rows yet.")
             return
@@ -174,6 +182,18 @@ class AuditScreen(ReferdeskScreen):
     def _show_chain(self, report: ChainReport) -> None:
         self.chain = report
         self._set_chain(chain_words(report), "-ok" if report.ok else "-broken")
+        self._record_view()
+
+    def _record_view(self) -> None:
+        """Reading the audit log is audited too (`audit.view`), once per opening of the screen: written once the
+        first rows and the chain's verdict are both on screen, so neither counts this row."""
+        if self.viewed or not self.loaded or self.chain is None:
+            return
+        self.viewed = True
+        from models.audit import record
+
+        record("audit.view", username=getattr(self.app, "username", ""),
+               outcome="ok", detail=f"via=tui; rows={len(self.rows)}; chain={'intact' if self.chain.ok else 'broken'}")
 
     def _set_chain(self, text: str, style: str) -> None:
         line = self.query_one("#audit-chain", Static)

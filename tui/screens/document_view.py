@@ -48,6 +48,7 @@ class DocumentViewScreen(ReferdeskScreen):
         self.showing_raw = False
         self.last_folder = ""
         self.built_width = 0  # the width the C-CDA's tables were wrapped for
+        self.viewed = False  # the view is audited once, when the document is first read
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -71,7 +72,11 @@ class DocumentViewScreen(ReferdeskScreen):
 
         try:
             with database.connection_context():
-                shown = display_document(get_document(self.document_id))
+                document = get_document(self.document_id)
+                shown = display_document(document)
+                if not self.viewed:  # once per opening: a resize or the raw text is the same view
+                    self._record_view(document, shown)
+                    self.viewed = True
         except DocumentError as error:
             self.app.call_from_thread(self.show_failure, f"This document is not available: {error}.")
             return
@@ -79,6 +84,16 @@ class DocumentViewScreen(ReferdeskScreen):
             self.app.call_from_thread(self.show_failure, f"This document could not be opened: {error}")
             return
         self.app.call_from_thread(self.show, shown)
+
+    def _record_view(self, document, shown: DocumentDisplay) -> None:
+        """`document.view` (a patient's copy carries its MRN; a practice copy, e.g. a received message's, none):
+        by document id, with its kind and how it was shown — a C-CDA read, text, or only its details."""
+        from models.audit import patient_mrn_for, record
+
+        record("document.view", username=getattr(self.app, "username", ""),
+               patient_mrn=patient_mrn_for(document.patient_id), object_type="document", object_id=str(document.id),
+               outcome="ok" if shown.mode != "error" else "unreadable",
+               detail=f"kind={document.kind}; owner={document.owner}; shown={shown.mode}")
 
     def show_failure(self, message: str) -> None:
         self.query_one("#doc-title", Static).update(Text("Document not available"))

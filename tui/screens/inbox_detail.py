@@ -61,6 +61,7 @@ class InboxDetailScreen(ReferdeskScreen):
         super().__init__()
         self.inbound_id = inbound_id
         self.detail: InboxDetail | None = None
+        self.viewed = False  # the view is audited once, when the message is first read
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -100,10 +101,22 @@ class InboxDetailScreen(ReferdeskScreen):
         try:
             with database.connection_context():
                 detail = inbox_detail(self.inbound_id)
+                if not self.viewed:  # once per opening: the reload after an attach is audited as the attach
+                    self._record_view(detail)
+                    self.viewed = True
         except InboxError as exc:
             self.app.call_from_thread(self._not_found, sentence(str(exc)))
             return
         self.app.call_from_thread(self._show, detail)
+
+    def _record_view(self, detail: InboxDetail) -> None:
+        """`inbound.view`: a received message's sender, subject and the patient it was filed to are shown, so
+        opening it is audited — by inbound id, with the patient's MRN when it reached a chart."""
+        from models.audit import record
+
+        row = detail.row
+        record("inbound.view", username=getattr(self.app, "username", ""), patient_mrn=row.mrn or "",
+               object_type="inbound_message", object_id=str(row.id), detail=f"state={row.state}")
 
     @on(Worker.StateChanged)
     def _load_failed(self, event: Worker.StateChanged) -> None:

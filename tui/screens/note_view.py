@@ -75,6 +75,12 @@ class NoteViewScreen(ReferdeskScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        from models.audit import record
+
+        # Opening a note shows it in full: audited as the chart is (ids only; signed or not, never its text).
+        record("note.view", username=getattr(self.app, "username", ""), patient_mrn=self.note.mrn,
+               object_type="note", object_id=str(self.note.id),
+               detail=f"signed={'yes' if self.note.signed else 'no'}")
         self.query_one("#note-body").focus()
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
