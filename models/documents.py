@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from models import clock
+from models.redact import remember_patient
 from models.referrals import Document
 
 #: Largest document referdesk files (a C-CDA with images, or a scanned report, stays well below this).
@@ -42,6 +43,8 @@ def file_document(attachment: Attachment, *, owner: str, patient=None, referral=
             f"{attachment.filename} is {attachment.size / 1_048_576:.1f} MB; the limit is "
             f"{MAX_DOCUMENT_BYTES // 1_048_576} MB"
         )
+    if hasattr(patient, "mrn"):
+        remember_patient(patient)  # a received report's patient: kept out of this process's logs
     return Document.create(
         owner=owner,
         patient=patient,
@@ -83,4 +86,9 @@ def referral_files(referral_id: int, kinds: tuple[str, ...] | None = None) -> li
                                     Document.kind != "message")
     if kinds is not None:
         query = query.where(Document.kind.in_(kinds))
-    return list(query.order_by(Document.id))
+    files = list(query.order_by(Document.id))
+    if files:  # the worker about to send them: whatever it logs about this send never names the patient
+        from models.patients import Patient
+
+        remember_patient(Patient.get_or_none(Patient.id == files[0].patient_id))
+    return files

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import peewee as pw
 
 from models import clock
 from models.addresses import AddressError, check_direct_address, check_fax_number
 from models.audit import record
 from models.contacts import Contact
-from models.db import database
+from models.db import database, database_problem
 from models.documents import Attachment, file_document
 from models.patients import Note, Patient
 from models.practice import Practice, User
 from models.referrals import CHANNELS, DIRECTIONS, Document, OutboxJob, Referral, ReferralEvent
+from models.redact import remember_patient
 from models.safe_text import one_line
 
 #: The Summary of Care items, in the order the dialog lists them. All are sent unless the user unticks them.
@@ -141,8 +144,20 @@ def create_referral(draft: ReferralDraft, attachments: list[Attachment]) -> Refe
     """Store the referral, its attachments (in the patient's and the practice's Documents) and its outbox job,
     all or nothing."""
     patient, note, recipient = _validate(draft)
+    remember_patient(patient)  # from here on, this process's log lines never show who it is (models/redact.py)
     now = clock.now()
     user = User.get_or_none(User.username == draft.username) if draft.username else None
+    try:
+        return _store_referral(draft, attachments, patient, note, recipient, user, now)
+    except pw.OperationalError as exc:  # disk full, locked too long: rolled back, nothing of it was kept
+        problem = database_problem(exc)
+        if problem is None:
+            raise
+        raise ReferralError(f"the referral could not be stored: {problem}") from exc
+
+
+def _store_referral(draft: ReferralDraft, attachments: list[Attachment], patient: Patient, note: Note | None,
+                    recipient: str, user, now) -> Referral:
     with database.atomic():
         referral = Referral.create(
             patient=patient,

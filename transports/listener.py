@@ -20,6 +20,8 @@ import weakref
 from typing import Any
 
 from models.config import Config
+from models.db import database_problem
+from models.redact import redact
 from transports.efax.reports import FaxReports
 
 DEFAULT_MAX_MB = 50
@@ -90,6 +92,15 @@ def server_tls_context(config: Config) -> ssl.SSLContext:
     return context
 
 
+def _stored_error(exc: BaseException) -> str:
+    """Why a message could not be stored, for the worker's status line and log: a full or locked database
+    said plainly; anything else by its type and (redacted) text — never the message's content."""
+    problem = database_problem(exc)
+    if problem is not None:
+        return f"a message could not be stored, the sender will retry: {problem}"
+    return redact(f"a message could not be stored ({type(exc).__name__}: {exc})")
+
+
 class _Handler:
     """aiosmtpd's hooks: who may receive, and DATA into the pipeline."""
 
@@ -108,7 +119,7 @@ class _Handler:
         try:
             await asyncio.to_thread(self.listener.receive, raw)
         except Exception as exc:  # the database is locked or gone: the sender keeps the message and retries
-            self.listener.last_error = f"a message could not be stored ({type(exc).__name__}: {exc})"
+            self.listener.last_error = _stored_error(exc)
             return "451 4.3.0 the message could not be stored; try again later"
         self.listener.received, self.listener.last_error = self.listener.received + 1, ""
         return "250 2.0.0 message stored"
@@ -120,7 +131,7 @@ class _Handler:
 
         if isinstance(error, TLSSetupException):
             return "454 4.7.0 TLS not available: TLS 1.2 or newer is required"
-        self.listener.last_error = f"an SMTP session failed ({type(error).__name__}: {error})"
+        self.listener.last_error = redact(f"an SMTP session failed ({type(error).__name__}: {error})")
         return "451 4.3.0 local error; try again later"
 
 

@@ -189,6 +189,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from models.search import search_patients
 
     results = [search_patients(text, limit=args.limit) for text in args.text]
+    from tui.commands_audit import record_shown
+
+    for hits in results:  # one row per search: its counts, never its text (see record_shown)
+        record_shown(args, "patient.search", [hit.mrn for hit in hits])
     if args.json:
         _print_json([[hit.as_json() for hit in hits] for hits in results])
         return 0
@@ -206,11 +210,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_notes(args: argparse.Namespace) -> int:
     _open(args)
     from models.charts import PatientNotFound, list_notes
+    from tui.commands_audit import record_cli
 
     try:
         notes = list_notes(args.patient)
     except PatientNotFound as exc:
+        record_cli(args, "note.list", outcome="not-found")  # what was typed is not kept: it may be a name
         raise CommandError(f"{exc}; find it with: referdesk search NAME") from exc
+    record_cli(args, "note.list", patient_mrn=args.patient.strip(), detail=f"notes={len(notes)}")
     if args.json:
         _print_json([note.as_json() for note in notes])
         return 0
@@ -234,6 +241,10 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
         _say(f"{args.file}: {label} {where}: skipped: {reason}")
     summary = {"format": report.format, "imported": report.imported, "updated": report.updated,
                "skipped": len(report.skipped)}
+    from tui.commands_audit import record_cli
+
+    record_cli(args, "setup.directory-import", object_type="directory",
+               detail="; ".join(f"{key}={value}" for key, value in summary.items()))
     if args.json:
         _print_json(summary)
     else:
@@ -279,6 +290,11 @@ def cmd_referrals(args: argparse.Namespace) -> int:
         rows = list_referrals(status=args.status, **bounds)
     except HistoryError as exc:
         raise CommandError(str(exc)) from exc
+    from tui.commands_audit import record_shown
+
+    record_shown(args, "referral.list", [row.mrn for row in rows],
+                 detail="; ".join(f"{name}={getattr(args, name)}" for name in ("status", "since", "until")
+                                  if getattr(args, name)))
     if len(rows) >= DEFAULT_LIMIT:
         _say(f"showing the newest {DEFAULT_LIMIT} referrals; narrow them with --since/--until")
     if args.json:
@@ -302,6 +318,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     """The Send of the message window, for scripts: the same checks (signed note, verified recipient), the same
     attachments and the same outbox."""
     config = _open(args)
+    from tui.commands_users import acting_user
+
+    username = acting_user(args, config, args.user)  # accounts mode: the signed-in account, never another
     from documents.packet import build_attachments
     from models.charts import PatientNotFound, get_patient, latest_signed_note
     from models.documents import DocumentError
@@ -340,7 +359,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         subject=args.subject or "",
         message=(args.message if args.message is not None
                  else default_message(patient, args.direction, args.reason or "", args.via)),
-        username=args.user or "", extra=extra,
+        username=username, extra=extra,
     )
     try:
         referral = submit_referral(draft, build_attachments(draft))
@@ -406,7 +425,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from models.redact import redact
     from transports.outbox import OutboxWorker
+
+    def _say(line: str) -> None:  # the worker's lines end up in a journal: a log, so redacted like one
+        print(redact(line), file=sys.stderr, flush=True)
 
     if args.once:
         imap = None
@@ -461,7 +484,10 @@ def cmd_receive(args: argparse.Namespace) -> int:
 
     from transports.efax.reports import FaxReports
 
-    outcome = receive_message(raw, opener=opener_from_config(config), fax_reports=FaxReports.from_config(config))
+    from tui.commands_users import actor_of
+
+    outcome = receive_message(raw, opener=opener_from_config(config), fax_reports=FaxReports.from_config(config),
+                              actor=actor_of(args))
     if args.json:
         _print_json(outcome.as_json())
     else:
@@ -521,6 +547,13 @@ def cmd_ccda(args: argparse.Namespace) -> int:
             document = render_html(document, stylesheet)
         except RenderError as exc:
             raise CommandError(str(exc)) from exc
+    from tui.commands_audit import record_cli
+
+    to_file = bool(args.output and args.output != "-")
+    record_cli(args, "ccda.export", patient_mrn=patient.mrn, object_type="note" if note_id is not None else "",
+               object_id=str(note_id) if note_id is not None else "",
+               detail=f"direction={args.direction}; format={'html' if args.html else 'xml'}; "
+                      f"to={'file' if to_file else 'stdout'}")
     if args.output and args.output != "-":
         import os
 
@@ -594,6 +627,9 @@ def cmd_report_cms50(args: argparse.Namespace) -> int:
         report = cms50_report(parse_year(args.year))
     except Cms50Error as exc:
         raise CommandError(f"--year: {exc}") from exc
+    from tui.commands_audit import record_shown
+
+    record_shown(args, "report.cms50", [gap.mrn for gap in report.gaps], detail=f"year={report.year}")
     if args.json:
         _print_json(report.as_json())
         return 0
@@ -773,9 +809,27 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _storage_problem(exc: BaseException) -> str | None:
+    """A database that is full or locked, said plainly (models.db.database_problem), instead of a traceback."""
+    if "peewee" not in sys.modules or not isinstance(exc, sys.modules["peewee"].OperationalError):
+        return None
+    from models.db import database_problem
+
+    return database_problem(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from models.redact import configure_logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Everything this process creates is its owner's only: the database, its WAL, exports, SQLite's and
+    # other libraries' temporary files. Files referdesk writes itself get 0600 explicitly too (models/db.py,
+    # transports/printing.py…), so library use and tests are covered; the umask catches what they miss.
+    umask = os.umask(0o077)
+    configure_logging()  # redacting PHI from every log record; $REFERDESK_LOG_LEVEL (models/redact.py)
     try:
         return args.handler(args)
     except CommandError as exc:
@@ -783,7 +837,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        problem = _storage_problem(exc)
+        if problem is None:
+            raise
+        _say(f"referdesk: {problem}")
+        return EXIT_ERROR
     finally:
+        os.umask(umask)
         if "models.db" in sys.modules:
             sys.modules["models.db"].close_database()
 

@@ -17,6 +17,7 @@ from typing import Mapping
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from models.config import Config
+from models.redact import remember_patient
 from models.referrals import Document, Referral
 from transports.direct.identity import DirectSetupError, Identity, load_identity
 from transports.direct.recipient import DirectSettings, check_recipient
@@ -81,10 +82,17 @@ def _attachments(referral: Referral) -> tuple[str, list[Part]]:
     return referral.message or referral.subject, parts
 
 
+def _load(referral_id: int) -> Referral:
+    """The referral (on a thread: a database round trip must not stall the other messages in flight)."""
+    referral = Referral.get_by_id(referral_id)
+    remember_patient(referral.patient)  # whatever a server answers about this message, logs show no PHI of it
+    return referral
+
+
 async def send_referral(referral_id: int, context: DirectContext,
                         connection: SmtpConnection | None = None) -> SendOutcome:
     """`connection`: an open session to reuse (a worker's batch); else one is opened for this message."""
-    referral = Referral.get_by_id(referral_id)
+    referral = await asyncio.to_thread(_load, referral_id)
     verdict = await asyncio.to_thread(check_recipient, referral.recipient, context.trust)
     if verdict.state != "verified":
         state = "retry" if verdict.state in RETRYABLE_VERDICTS else "failed"
@@ -93,7 +101,7 @@ async def send_referral(referral_id: int, context: DirectContext,
     if not certificates:  # EC key agreement (ECDH) is not implemented for sending
         return SendOutcome("failed", "the recipient's Direct certificate has an EC key; referdesk can only "
                                      "encrypt to RSA certificates — ask the recipient for an RSA certificate")
-    text, parts = _attachments(referral)
+    text, parts = await asyncio.to_thread(_attachments, referral)
     raw = await asyncio.to_thread(
         seal_message, sender=context.address, recipients=[referral.recipient], subject=referral.subject,
         text=text, attachments=parts, message_id=referral.message_id,

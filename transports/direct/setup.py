@@ -38,9 +38,34 @@ _NEW_FILE_HEADER = ("# referdesk configuration. Secrets are never stored here: *
                     "# variables that hold them.\n\n")
 
 
+def _is_secret_key(key: str) -> bool:
+    lowered = str(key).lower()
+    return any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith("_env")
+
+
+def secrets_in_file(values: Mapping[str, Any] | None, sections: tuple[str, ...] = SECTIONS) -> list[str]:
+    """Secrets written into the configuration (`[direct] password = …`) as '[section] key' names. Such a value
+    is never used: passphrases and passwords come only from the environment (or the wizard's prompt)."""
+    found = []
+    for name in sections:
+        section = (values or {}).get(name)
+        if isinstance(section, dict):
+            found += [f"[{name}] {key}" for key, value in section.items() if _is_secret_key(key) and value]
+    return found
+
+
+def secret_refusal(found: list[str]) -> str:
+    return (f"{', '.join(found)}: a secret must not be written in the configuration file and is not used; "
+            "delete it and put it in the environment variable named by password_env")
+
+
 def direct_settings_missing(config: Config | None) -> list[str]:
-    """The settings Direct cannot work without that are absent or blank, as 'section.key' names."""
+    """The settings Direct cannot work without that are absent or blank, as 'section.key' names — and, when a
+    passphrase or password sits in the file, that refusal (Direct does not run until it is gone)."""
     missing = []
+    found = secrets_in_file(config.values if config else None)
+    if found:
+        missing.append(secret_refusal(found))
     for name in REQUIRED:
         section, key = name.split(".")
         value = config.section(section).get(key) if config else None
@@ -162,7 +187,7 @@ def _checked(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for key, value in values.items():
         lowered = key.lower()
-        if any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith("_env"):
+        if _is_secret_key(key):
             raise ValueError(f"[{section}] {key}: secrets are never written to the configuration file; "
                              "store the name of an environment variable in a *_env key")
         if value is not None and not isinstance(value, (str, int, float, bool)):  # bytes: a secret, surely
@@ -175,7 +200,8 @@ def _checked(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _merged(current: Any, updates: Mapping[str, Any]) -> dict[str, Any]:
     """Existing keys kept (e.g. mdn_timeout_minutes); given ones set; None or '' removes a key."""
-    merged = dict(current) if isinstance(current, dict) else {}
+    # a secret someone wrote into the file by hand is dropped: saving never keeps it there
+    merged = {k: v for k, v in current.items() if not _is_secret_key(k)} if isinstance(current, dict) else {}
     for key, value in updates.items():
         if value is None or value == "":
             merged.pop(key, None)

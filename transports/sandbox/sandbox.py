@@ -89,10 +89,24 @@ def server_tls(cert: str | Path, key: str | Path) -> ssl.SSLContext:
 
 def copy_database(source: Path, target: Path) -> None:
     """A consistent copy of a live SQLite database (WAL included), owner-only."""
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from models.db import private_folder
+
+    private_folder(target.parent)
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))  # 0600 before the first byte of it is written
+    os.chmod(target, 0o600)
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
     os.chmod(target, 0o600)
+
+
+def write_private(path: Path, text: str) -> None:
+    """`text` into `path`, replaced whole, readable by its owner only from the moment it exists."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+    os.replace(temporary, path)
 
 
 class Sandbox:
@@ -124,8 +138,11 @@ class Sandbox:
         from transports.sandbox.hisp import DemoHisp
         from transports.sandbox.pki import DemoPki, Party
 
+        from models.db import private_folder
+
         os.environ.setdefault(PASSWORD_ENV, PASSPHRASE)
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(self.data_dir)
+        private_folder(self.folder)
         pki_box: dict = {}
         crl = DemoCrlServer(lambda: pki_box["pki"].crl_der())
         await self._up(crl)
@@ -161,7 +178,7 @@ class Sandbox:
             fax={"gateway_domain": FAX_DOMAIN, "port": gateway.port, "folder": str(faxes),
                  "number": self.partner.fax},
             listeners={"practice": practice_port, "partner": partner_port})
-        (self.data_dir / "sandbox.json").write_text(json.dumps(info.as_json(), indent=2))
+        write_private(self.data_dir / "sandbox.json", json.dumps(info.as_json(), indent=2))
         return info
 
     async def _up(self, server) -> None:
@@ -187,9 +204,8 @@ class Sandbox:
             "worker": {"in_app": not self.practice_outbox, "poll_seconds": 1},
         }
         path = self.data_dir / CONFIG_FILENAME
-        path.write_text("# Written by the referdesk sandbox at each start (ports change): edits are lost.\n"
-                        + tomli_w.dumps(values))
-        os.chmod(path, 0o600)
+        write_private(path, "# Written by the referdesk sandbox at each start (ports change): edits are lost.\n"
+                      + tomli_w.dumps(values))
         return load_config(path, data_dir=self.data_dir)
 
     def _prepare_practice(self) -> None:
@@ -219,8 +235,7 @@ class Sandbox:
                         "tls_key": str(pki.tls_key)},
             "worker": {"in_app": False, "poll_seconds": self.poll},
         }
-        (folder / CONFIG_FILENAME).write_text(tomli_w.dumps(values))
-        os.chmod(folder / CONFIG_FILENAME, 0o600)
+        write_private(folder / CONFIG_FILENAME, tomli_w.dumps(values))
         return folder
 
     async def _start_practice_service(self) -> None:
@@ -231,7 +246,8 @@ class Sandbox:
 
     def _start_partner(self, folder: Path) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        log = open(self.folder / "partner.log", "ab")
+        log = os.fdopen(os.open(self.folder / "partner.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        os.fchmod(log.fileno(), 0o600)
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "transports.sandbox.partner", "--data-dir", str(folder),
