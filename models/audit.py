@@ -16,7 +16,9 @@ What is recorded, and by whom (`username`: the signed-in account; on an open ins
 to, else the login; a system actor for what no person did — `worker` (the outbox, IMAP polling, fax status
 polls), `listener` (the SMTP listener), `inbound` (a fax gateway report handed in other than by those two)):
 
-- views: `chart.view`, `note.view`, `document.view`, `inbound.view` (TUI); `patient.search`, `note.list`,
+- views: `chart.view`, `note.view`, `document.view`, `inbound.view`, and opening a list of several patients'
+  data: `referral.list`, `inbound.list`, `document.list`, `report.cms50`, and `referral.view` (TUI; a search as it is typed is not recorded, the chart
+  it opens is); `patient.search`, `note.list`,
   `referral.list`, `report.cms50`, `ccda.export` (command line, `via=cli` in the detail; a list of patients
   carries an MRN only when it showed one patient: see tui.commands_audit.record_shown); `audit.view`,
   `audit.verify` (reading the log is itself recorded, after the answer is worked out).
@@ -25,7 +27,8 @@ polls), `listener` (the SMTP listener), `inbound` (a fax gateway report handed i
   `referral.export`, `referral.delivered`, `referral.failed`, `referral.unconfirmed`, `document.save-copy`.
 - receiving: `inbound.received` (outcome filed, unfiled, rejected, failed or duplicate), `inbound.attach`.
 - verifying: `direct.verify`. Set-up: `setup.direct`, `setup.directory-import`, `users.add`, `users.set-role`,
-  `users.activate`, `users.deactivate`, `users.passwd`. Refusals: `access.denied` (outcome `denied`).
+  `users.activate`, `users.deactivate`, `users.passwd`. Refusals: `access.denied` (outcome `denied`; in the
+  app also each wrong password). Sign-ins in accounts mode: `session.start` (trusted SSH or password).
 
 Only this module writes AuditEvent rows; a row written any other way has no valid hash and breaks the chain.
 A hash chain shows tampering by someone who does not recompute the hashes after it; it cannot prove the

@@ -755,6 +755,36 @@ async def test_opening_a_note_is_recorded_with_the_mrn_and_the_user(note):
     assert verify_chain().ok
 
 
+async def test_opening_a_list_of_patients_data_is_recorded_once_per_opening(seeded):
+    """F3 Referrals (and its q, CMS50), F4 Documents, F5 Inbox, and one referral's detail; a reload or a
+    filter change adds nothing."""
+    from models.referral_history import list_referrals
+    from tui.screens.referral_detail import ReferralDetailScreen
+
+    referral = list_referrals()[0]
+    app = ReferdeskApp(username="hpark")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for keys in (("f3",), ("q",), ("escape", "escape", "f4"), ("escape", "f5"), ("escape",)):
+            for key in keys:
+                await pilot.press(key)
+                await settle(pilot)
+        app.push_screen(ReferralDetailScreen(referral.id))
+        await settle(pilot)
+        app.screen.reload()
+        await settle(pilot)
+    rows = list(AuditEvent.select().where(AuditEvent.action.in_(
+        ("referral.list", "report.cms50", "document.list", "inbound.list", "referral.view"))).order_by(AuditEvent.id))
+    assert [r.action for r in rows] == ["referral.list", "report.cms50", "document.list", "inbound.list",
+                                        "referral.view"]
+    assert [(r.action, r.username, r.detail) for r in rows] == [
+        ("referral.list", "hpark", "via=tui"), ("report.cms50", "hpark", "via=tui"),
+        ("document.list", "hpark", "via=tui"), ("inbound.list", "hpark", "via=tui"),
+        ("referral.view", "hpark", "via=tui")]
+    assert (rows[-1].object_id, rows[-1].patient_mrn) == (str(referral.id), referral.mrn)
+    assert verify_chain().ok
+
+
 async def test_opening_a_document_is_recorded_once(note):
     from models.documents import Attachment, file_document
     from tui.screens.document_view import DocumentViewScreen

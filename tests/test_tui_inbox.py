@@ -95,7 +95,8 @@ def snapshot_state(inbound_id: int) -> tuple:
     return (message.state, message.patient_id, message.referral_id, message.error,
             Document.select().where(Document.owner == "patient").count(),
             tuple(OutboxJob.select(OutboxJob.state).where(OutboxJob.inbound == inbound_id).tuples()),
-            AuditEvent.select().count())
+            AuditEvent.select().where(~(AuditEvent.action.endswith(".list") | AuditEvent.action.endswith(".view")))
+            .count())  # looking (a list or a message opened) is recorded, and is not a change
 
 
 def referral_statuses(inbox: Inbox) -> dict[str, str]:

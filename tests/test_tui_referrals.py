@@ -37,7 +37,10 @@ def state(referral_id: int) -> tuple:
     ref = Referral.get_by_id(referral_id)
     return (ref.status, ref.report_received_on, ref.message_id,
             ReferralEvent.select().where(ReferralEvent.referral == referral_id).count(),
-            OutboxJob.select().where(OutboxJob.referral == referral_id).count(), AuditEvent.select().count())
+            OutboxJob.select().where(OutboxJob.referral == referral_id).count(),
+            # looking (the list, a referral opened) is recorded, and is not a change
+            AuditEvent.select().where(~(AuditEvent.action.endswith(".list") | AuditEvent.action.endswith(".view")))
+            .count())
 
 
 # --- snapshots ------------------------------------------------------------------------------------------------

@@ -295,6 +295,15 @@ async def sign_in(pilot, password: str) -> None:
     await settle(pilot)
 
 
+def sign_in_rows() -> list[tuple[str, str, str, str]]:
+    """The audit log's sign-ins and refusals, oldest first: (user, action, outcome, detail)."""
+    from models.referrals import AuditEvent
+
+    rows = (AuditEvent.select().where(AuditEvent.action.in_(("session.start", "access.denied")))
+            .order_by(AuditEvent.id))
+    return [(r.username, r.action, r.outcome, r.detail) for r in rows]
+
+
 async def test_on_the_console_the_right_password_lets_in(accounts, login_as):
     set_password("hpark", PASSWORD)
     login_as("hpark", ssh=False)
@@ -315,6 +324,8 @@ async def test_on_the_console_the_right_password_lets_in(accounts, login_as):
         assert isinstance(app.screen, PatientSearchScreen) and app.username == "hpark"
         await press(pilot, "f3")
         assert isinstance(app.screen, ReferralsScreen)
+    assert sign_in_rows() == [("hpark", "access.denied", "denied", "via=tui; reason=password"),
+                              ("hpark", "session.start", "ok", "via=tui; sign-in=password")]
 
 
 async def test_three_wrong_passwords_close_referdesk(accounts, login_as):
@@ -334,6 +345,7 @@ async def test_three_wrong_passwords_close_referdesk(accounts, login_as):
             await asyncio.sleep(0.05)
     assert app.return_code == 1
     assert not any(isinstance(s, PatientSearchScreen) for s in app.screen_stack)
+    assert sign_in_rows() == [("hpark", "access.denied", "denied", "via=tui; reason=password")] * 3
 
 
 async def test_a_deactivated_account_is_refused(accounts, login_as):
@@ -346,6 +358,7 @@ async def test_a_deactivated_account_is_refused(accounts, login_as):
         await pilot.pause()
         assert isinstance(app.screen, RefusalScreen)
         assert "is deactivated" in str(app.screen.query_one("#refusal-reason", Static).content)
+    assert sign_in_rows() == [("frontdesk", "access.denied", "denied", "via=tui; reason=no-account")]
 
 
 async def test_open_mode_is_as_before(seeded, tmp_path, db_path, login_as):

@@ -81,6 +81,7 @@ class ReferdeskApp(App[None]):
         if identity.mode == "accounts" or not self.username:
             self.username = identity.username
         if identity.refused:
+            self._audit_access("access.denied", "denied", "reason=no-account")
             self._refuse(identity.refusal)
         elif identity.needs_password:
             from tui.screens.login import LoginScreen
@@ -97,7 +98,22 @@ class ReferdeskApp(App[None]):
                       f"{TRIES} wrong passwords: referdesk closed. Ask your administrator if it is forgotten.")
             return
         self.signed_in = True
+        if self.identity is not None and self.identity.mode == "accounts":
+            how = "password" if self.identity.needs_password else "trusted-ssh"
+            self._audit_access("session.start", "ok", f"sign-in={how}")
         self._start()
+
+    def _audit_access(self, action: str, outcome: str, detail: str) -> None:
+        """A sign-in or a refusal in the audit log (who: the account, else the login). Never stops the app: a
+        refusal stands, and a sign-in goes on, if the row cannot be written."""
+        from models.audit import record
+
+        identity = self.identity
+        who = (identity.username or identity.login) if identity is not None else ""
+        try:
+            record(action, username=who, outcome=outcome, detail=f"via=tui; {detail}")
+        except Exception:  # noqa: BLE001 - e.g. a read-only database
+            pass
 
     def _refuse(self, reason: str) -> None:
         from tui.screens.login import RefusalScreen, full_stop

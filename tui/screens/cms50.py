@@ -60,6 +60,8 @@ def gap_words(gap: Cms50Gap, width: int) -> str:
 class Cms50Screen(ReferdeskScreen):
     """Quality (CMS50): patients referred this year and whether each referral's report came back."""
 
+    AUDIT_VIEW = "report.cms50"
+
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="cms50.back"),
         Binding("y", "focus_year", "Year", id="cms50.year"),

@@ -15,6 +15,8 @@ _HEADINGS = {"practice": "Practice documents", None: "All documents, the practic
 class PracticeDocumentsScreen(ReferdeskScreen):
     """The practice's documents; a shows every patient's documents too."""
 
+    AUDIT_VIEW = "document.list"
+
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="documents.back"),
         Binding("a", "show_all", "All patients", id="documents.all"),

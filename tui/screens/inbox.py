@@ -96,6 +96,8 @@ class Filters:
 class InboxScreen(ReferdeskScreen):
     """Inbox: received messages; attach one waiting to be filed to a patient."""
 
+    AUDIT_VIEW = "inbound.list"
+
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="inbox.back"),
         Binding("s", "focus_filter", "Filter", id="inbox.filter"),

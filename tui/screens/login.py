@@ -80,6 +80,8 @@ class LoginScreen(Screen[bool | None]):
 
         with database.connection_context():
             right = check_password(self.account.username, password)
+            if not right:
+                _record_wrong_password(self.account.username)
         self.app.call_from_thread(self._checked, right)
 
     def _checked(self, right: bool) -> None:
@@ -115,6 +117,16 @@ class LoginScreen(Screen[bool | None]):
 
     def action_leave(self) -> None:
         self.dismiss(None)
+
+
+def _record_wrong_password(username: str) -> None:
+    """Each wrong password is an `access.denied` row (a guessing attempt shows in the log); never raises."""
+    from models.audit import record
+
+    try:
+        record("access.denied", username=username, outcome="denied", detail="via=tui; reason=password")
+    except Exception:  # noqa: BLE001 - the refusal the person sees matters more than the row
+        pass
 
 
 class RefusalScreen(Screen[None]):

@@ -116,6 +116,11 @@ class ReferralDetailScreen(ReferdeskScreen):
         try:
             with database.connection_context():
                 detail = referral_detail(self.referral_id)
+                if self.detail is None:  # the first load of this opening, not a reload
+                    from models.audit import record_referral
+
+                    record_referral("referral.view", self.referral_id, username=getattr(self.app, "username", ""),
+                                    detail="via=tui")
         except HistoryError as exc:
             self.app.call_from_thread(self._not_found, sentence(str(exc)))
             return

@@ -13,6 +13,7 @@ from tui.widgets.referrals_pane import ReferralsPane
 class ReferralsScreen(ReferdeskScreen):
     """Referrals: every patient's, newest first."""
 
+    AUDIT_VIEW = "referral.list"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back", id="referrals.back"),
         Binding("q", "quality", "Quality (CMS50)", id="referrals.cms50"),
