@@ -8,8 +8,12 @@ import time
 
 import pytest
 
-from models import clock
-from models.db import close_database, open_database, sqlite_url
+# Helper modules that hold asserts and are imported by several test modules (direct_ca is also a plugin): registered
+# here, before any test module imports one, so pytest rewrites their asserts wherever they are first imported.
+pytest.register_assert_rewrite("direct_ca")
+
+from models import clock  # noqa: E402
+from models.db import close_database, open_database, sqlite_url  # noqa: E402
 
 # Deterministic by construction: one time zone, one "now" (the day after the seed data's reference date).
 os.environ["TZ"] = "UTC"

@@ -12,7 +12,6 @@ from dataclasses import replace
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-pytest.register_assert_rewrite("direct_ca")  # it is also a plugin (pytest_plugins below)
 from direct_ca import ADDRESS, DOMAIN, der, make_leaf
 from direct_pki import NOW, closed_port, write_pem
 from loopback_dns import LoopbackDns

@@ -14,7 +14,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-pytest.register_assert_rewrite("direct_ca")  # it is also a plugin (pytest_plugins below)
 from direct_ca import ADDRESS, DOMAIN, make_ca, make_crl, make_leaf
 from direct_pki import NOW, OpenSslCA, ec_key, rsa_key, write_pem
 from models import clock
