@@ -476,11 +476,12 @@ def test_verifying_a_direct_address_is_recorded(seeded, direct_ready_config):
 
     good, bad = seeded_address("verified", ""), seeded_address("invalid", "not trusted")
     settings = direct_settings(direct_ready_config)
-    assert verify_recipient("direct", good, settings).ok
-    assert not verify_recipient("direct", bad, settings).ok
-    assert [(r.action, r.object_type, r.object_id, r.outcome, r.detail) for r in rows_for("direct.verify")] == [
-        ("direct.verify", "direct_address", good.lower(), "ok", "source=dns"),
-        ("direct.verify", "direct_address", bad.lower(), "untrusted", "source=dns")]
+    assert verify_recipient("direct", good, settings, username="hpark").ok
+    assert not verify_recipient("direct", bad, settings, username="frontdesk").ok
+    assert [(r.action, r.username, r.object_type, r.object_id, r.outcome, r.detail)
+            for r in rows_for("direct.verify")] == [
+        ("direct.verify", "hpark", "direct_address", good.lower(), "ok", "source=dns"),
+        ("direct.verify", "frontdesk", "direct_address", bad.lower(), "untrusted", "source=dns")]
     assert verify_chain().ok
 
 

@@ -214,7 +214,7 @@ def sending_config(direct_ready_config, direct_world, direct_dns, hisp):
 async def test_full_flow_by_keys_verifies_for_real_and_sends_through_the_hisp(seeded, sending_config, hisp):
     """The whole loop by keys against loopback DNS (certificate discovery and trust) and SMTP (the HISP)."""
     note, chosen = signed_note(), contact("verified")
-    app = ReferdeskApp(config=sending_config)
+    app = ReferdeskApp(config=sending_config, username="frontdesk")
     async with app.run_test(size=(80, 24)) as pilot:
         await to_dialog(pilot, note)
         assert isinstance(app.screen, SendReferralDialog)
@@ -262,6 +262,14 @@ async def test_full_flow_by_keys_verifies_for_real_and_sends_through_the_hisp(se
 
     assert referral.recipient == chosen.direct_address
     assert referral.contact_id == chosen.id
+    # the audit log: the check of the address by whoever typed it, the hand-over by the worker
+    from models.referrals import AuditEvent
+
+    checks = AuditEvent.select().where(AuditEvent.action == "direct.verify",
+                                       AuditEvent.object_id == chosen.direct_address.lower())
+    assert {(r.username, r.outcome) for r in checks} == {("frontdesk", "ok")}
+    handed = AuditEvent.get(AuditEvent.action == "referral.direct", AuditEvent.object_id == str(referral.id))
+    assert (handed.username, handed.outcome) == ("worker", "ok")
     assert referral.direction == "transferring" and referral.channel == "direct"
     assert json.loads(referral.excluded_sections) == ["goals", "immunizations"]
     assert referral.reason == "Cardiology evaluation"

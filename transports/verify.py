@@ -46,13 +46,14 @@ def direct_settings(config):
     return DirectSettings.from_config(config)
 
 
-def verify_direct_address(text: str, settings=None) -> Verdict:
+def verify_direct_address(text: str, settings=None, *, username: str = "") -> Verdict:
+    """`username`: who asked, for the audit row of a real check (the form and the address book are not checks)."""
     try:
         address = check_direct_address(text)
     except AddressError as exc:
         return Verdict(text.strip(), INVALID, str(exc), "form", kind="malformed-address")
     if settings is not None:
-        return _checked_now(address, settings)
+        return _checked_now(address, settings, username)
     contact = contact_by_address(address)
     if contact is None or contact.verification not in (VERIFIED, INVALID):
         return Verdict(address, UNVERIFIED,
@@ -61,14 +62,14 @@ def verify_direct_address(text: str, settings=None) -> Verdict:
     return Verdict(address, contact.verification, contact.verification_reason, "address-book", contact.verified_at)
 
 
-def _checked_now(address: str, settings) -> Verdict:
+def _checked_now(address: str, settings, username: str = "") -> Verdict:
     from transports.direct.recipient import check_recipient
 
     found = check_recipient(address, settings)
     at = found.checked_at or clock.now()
     remember_verification(address, found.state, found.reason, found.fingerprint, at)
-    record("direct.verify", object_type="direct_address", object_id=address, outcome="ok" if found.ok else found.state,
-           detail=f"source={found.source or 'dns'}")
+    record("direct.verify", username=username, object_type="direct_address", object_id=address,
+           outcome="ok" if found.ok else found.state, detail=f"source={found.source or 'dns'}")
     state = VERIFIED if found.ok else UNVERIFIED if found.temporary else INVALID
     reason = found.reason
     if found.ok:
@@ -115,10 +116,11 @@ def verify_print_folder(text: str) -> Verdict:
                    "local")
 
 
-def verify_recipient(channel: str, text: str, settings=None) -> Verdict:
-    """`settings`: DirectSettings for a real Direct check (see direct_settings), else the stored knowledge."""
+def verify_recipient(channel: str, text: str, settings=None, *, username: str = "") -> Verdict:
+    """`settings`: DirectSettings for a real Direct check (see direct_settings), else the stored knowledge;
+    `username`: who asked (the audit row of a Direct check)."""
     if channel == "direct":
-        return verify_direct_address(text, settings)
+        return verify_direct_address(text, settings, username=username)
     if channel == "efax":
         return verify_fax_number(text)
     return verify_print_folder(text)

@@ -340,7 +340,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise CommandError(f"unknown section(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(sorted(SECTION_KEYS))}")
     try:
-        verdict = verify_recipient(args.via, args.to, direct_settings(config) if args.via == "direct" else None)
+        verdict = verify_recipient(args.via, args.to, direct_settings(config) if args.via == "direct" else None,
+                                   username=username)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
     if not verdict.ok:
@@ -406,7 +407,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         settings = direct_settings(config)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
-    verdict = verify_direct_address(args.address, settings)
+    from tui.commands_users import actor_of
+
+    verdict = verify_direct_address(args.address, settings, username=actor_of(args))
     if settings is not None:
         return _print_direct_verdict(args, verdict)
     if args.json:

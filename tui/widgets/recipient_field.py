@@ -162,7 +162,7 @@ class RecipientField(Vertical):
             except ValueError as exc:  # a bad [dns]/[direct] setting: say so instead of spinning forever
                 verdict = Verdict(text.strip(), "unverified", f"cannot check the certificate: {exc}", "local")
             else:
-                verdict = verify_recipient(self.channel, text, settings)
+                verdict = verify_recipient(self.channel, text, settings, username=getattr(self.app, "username", ""))
         self.app.call_from_thread(self._checked, text, verdict)
 
     def _checked(self, text: str, verdict: Verdict) -> None:
